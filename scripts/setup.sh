@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up for stackha on Debian 12 (as root):
+#   1. the Debian packages stackha drives, installed with service start-up blocked
+#      (a policy-rc.d that exits 101, so no postinst starts a daemon in the root namespace);
+#   2. a venv in .venv with stackha and its dev dependencies.
+# Quick when everything is already there: each step checks before it works.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(haproxy keepalived mariadb-server mariadb-client galera-4 rsync rabbitmq-server
+      pacemaker corosync crmsh resource-agents fence-agents socat iproute2 iputils-arping
+      iputils-ping procps psmisc util-linux curl python3-venv)
+# OpenStack services (Zed in Debian 12) and the real client, used from issue 5 on.
+OS_PKGS=(keystone python3-openstackclient uwsgi uwsgi-plugin-python3)
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: must run as root (the lab creates namespaces and cgroups); try: sudo $0" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}" "${OS_PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    # Block service start-up by postinst scripts for the duration of the install.
+    restore_policy=""
+    if [ -e /usr/sbin/policy-rc.d ]; then
+        cp -a /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.stackha-saved
+        restore_policy=1
+    fi
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'if [ -n "$restore_policy" ]; then mv -f /usr/sbin/policy-rc.d.stackha-saved /usr/sbin/policy-rc.d; else rm -f /usr/sbin/policy-rc.d; fi' EXIT
+    # Preseed the OpenStack packages' debconf questions to "no" (no db, no endpoint registration).
+    for q in keystone/configure_db keystone/register-endpoint keystone/create-admin-tenant; do
+        echo "keystone $q boolean false" | debconf-set-selections 2>/dev/null || true
+    done
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Some postinst scripts start daemons without invoke-rc.d; stop any that did
+    # (they would run in the root namespace, outside any lab).
+    for pidf in /run/rabbitmq/pid /run/mysqld/mysqld.pid /run/haproxy.pid /run/keepalived.pid; do
+        [ -s "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
+    done
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.stackha-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[dev]'
+    touch "$stamp"
+fi
+echo "setup: ok (Debian packages present, venv at .venv)"

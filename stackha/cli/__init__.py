@@ -1,0 +1,64 @@
+"""The ``stackha`` command line: a thin layer over model, engine, hosts and verify.
+
+Every verb that prints a table also takes ``--format json``.  User errors
+(:class:`stackha.errors.UserError`) print one line ``error: …`` and exit non-zero; they never show
+a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from stackha.errors import UserError
+
+app = typer.Typer(
+    name="stackha",
+    help="Make an OpenStack control plane highly available, and prove it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    from stackha.cli import lab as lab_cli
+
+    app.add_typer(lab_cli.app, name="lab")
+    try:
+        from stackha.cli import analyze as analyze_cli
+    except ImportError:  # the analysis verb lands with the bundle model
+        pass
+    else:
+        analyze_cli.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point.  Returns (and exits with) the process exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    return 0

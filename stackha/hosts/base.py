@@ -1,0 +1,240 @@
+"""The Host interface: where things run.
+
+Every machine provider (the embedded ``lab`` of Linux namespaces, ``ssh`` for real machines)
+implements :class:`Host`.  Nothing above ``stackha.hosts`` knows which provider it runs on: services
+render files and start daemons through this interface, and ``verify`` injects faults through it
+(kill a daemon, power a host off, partition it, flap its link).
+"""
+
+from __future__ import annotations
+
+import abc
+import ipaddress
+import shlex
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Mapping, Sequence
+
+
+class HostError(Exception):
+    """Base of every error a host raises."""
+
+
+class HostDown(HostError):
+    """The host is powered off (or fenced): nothing can run on it until ``power_on``."""
+
+
+class CommandError(HostError):
+    """A command exited non-zero where success was required.
+
+    Attributes: ``result`` — the :class:`CommandResult` (exit code, stdout, stderr).
+    """
+
+    def __init__(self, host: str, result: "CommandResult"):
+        self.host = host
+        self.result = result
+        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
+        super().__init__(
+            f"{host}: `{result.command}` exited {result.rc}" + (f": {' | '.join(tail)}" if tail else "")
+        )
+
+
+class CommandTimeout(HostError):
+    """A command did not finish within its timeout (s); it was killed."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """Outcome of :meth:`Host.run`.
+
+    ``rc`` is the exit code (negative: killed by that signal), ``stdout``/``stderr`` are decoded
+    text, ``duration_s`` the wall time in seconds.
+    """
+
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A long-running process started by :meth:`Host.spawn`.
+
+    ``pid`` is the PID as seen inside the host (for the lab: in the host's own pid namespace),
+    ``log_path`` the path of its combined stdout/stderr log inside the host.
+    """
+
+    name: str
+    pid: int
+    log_path: str
+    argv: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One process of a host as ``ps`` inside it shows it: PID (host view), command name, arguments."""
+
+    pid: int
+    comm: str
+    args: str
+
+
+class Host(abc.ABC):
+    """A machine stackha deploys to.
+
+    Attributes every provider sets: ``name`` (unique in its cloud, e.g. ``demo-h1``) and
+    ``failure_domain`` (the physical machine whose loss takes this host down; a container host
+    placed ``lxd:N`` shares machine N's domain).
+    """
+
+    name: str
+    failure_domain: str
+
+    # ----------------------------------------------------------------- addresses
+    @property
+    @abc.abstractmethod
+    def address(self) -> ipaddress.IPv4Address:
+        """The host's primary (boot) address: the one its services bind to."""
+
+    @abc.abstractmethod
+    def addresses(self) -> list[ipaddress.IPv4Interface]:
+        """Every IPv4 address configured on the host right now (primary plus any VIP it holds).
+
+        Empty when the host is off.  Raises :class:`HostError` if the provider cannot read them.
+        """
+
+    # ----------------------------------------------------------------- commands and files
+    @abc.abstractmethod
+    def run(
+        self,
+        argv: Sequence[str] | str,
+        *,
+        timeout: float = 60.0,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        """Run a command on the host and wait for it.
+
+        ``argv`` is a list, or a string run by ``/bin/sh -c``; ``timeout`` in seconds; ``user``
+        runs it as that account.  Returns the exit code, stdout and stderr.  Raises
+        :class:`HostDown` if the host is off, :class:`CommandTimeout` after ``timeout`` s (the
+        command's whole process group is killed), :class:`CommandError` if ``check`` and rc ≠ 0.
+        """
+
+    @abc.abstractmethod
+    def write_file(
+        self,
+        path: str,
+        content: str | bytes,
+        *,
+        mode: int = 0o644,
+        owner: str | None = None,
+        group: str | None = None,
+    ) -> bool:
+        """Write ``content`` to ``path`` on the host with ``mode`` (e.g. 0o600) and owner.
+
+        The write is atomic (temporary file + rename) and parent directories are created.
+        Returns True if the file changed (content, mode or owner), False if it was already so —
+        so callers can tell whether a daemon needs a reload.  Raises :class:`HostDown`.
+        """
+
+    @abc.abstractmethod
+    def read_file(self, path: str) -> bytes | None:
+        """The file's bytes, or None if it does not exist.  Raises :class:`HostDown`."""
+
+    # ----------------------------------------------------------------- daemons
+    @abc.abstractmethod
+    def spawn(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        cwd: str = "/",
+    ) -> Daemon:
+        """Start a long-running daemon tracked under ``name`` (one per name per host).
+
+        It runs in its own session, detached from the caller, with stdout and stderr appended to
+        a per-daemon log file.  If a daemon of that name is already running it is returned as is
+        (idempotent).  Raises :class:`HostDown`, :class:`HostError` if it exits at once.
+        """
+
+    @abc.abstractmethod
+    def daemon(self, name: str) -> Daemon | None:
+        """The running daemon called ``name``, or None (never started, exited, or host off)."""
+
+    @abc.abstractmethod
+    def stop(self, name: str, *, timeout: float = 15.0, sig: str = "TERM") -> bool:
+        """Stop daemon ``name`` with signal ``sig`` (TERM, INT, KILL …), escalating to KILL after
+        ``timeout`` s.  Returns True if it was running.  Raises :class:`HostDown`."""
+
+    @abc.abstractmethod
+    def processes(self) -> list[ProcessInfo]:
+        """Every process of the host (as ``ps`` inside it sees them).  Empty when off."""
+
+    # ----------------------------------------------------------------- power and network faults
+    @abc.abstractmethod
+    def is_on(self) -> bool:
+        """True while the host is powered on."""
+
+    @abc.abstractmethod
+    def power_off(self) -> float:
+        """Fence the host: every process dies at once, its link goes down and its addresses
+        (including any VIP it held) are flushed, as with a pulled power cord.  Persistent disk
+        state survives; RAM state (/run, /dev/shm, /tmp) does not.  Idempotent.
+        Returns the time it took in seconds."""
+
+    @abc.abstractmethod
+    def power_on(self) -> float:
+        """Boot the host again: link up, boot address only (no VIP), fresh /run and /tmp, no
+        daemon running.  Idempotent.  Returns the time it took in seconds."""
+
+    @abc.abstractmethod
+    def partition(self) -> None:
+        """Cut the host off the network (every peer, both directions) while it keeps running."""
+
+    @abc.abstractmethod
+    def heal(self) -> None:
+        """Undo :meth:`partition`."""
+
+    # ----------------------------------------------------------------- helpers shared by providers
+    def sh(self, script: str, **kw) -> CommandResult:
+        """Run a shell script (``/bin/sh -c``) with :meth:`run`'s keywords."""
+        return self.run(script, **kw)
+
+    def exists(self, path: str) -> bool:
+        """True if ``path`` exists on the host."""
+        return self.run(["test", "-e", path]).ok
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.address}>"
+
+
+def to_argv(argv: Sequence[str] | str) -> list[str]:
+    """Normalise a command: a string becomes ``/bin/sh -c STRING``; a sequence is copied."""
+    if isinstance(argv, str):
+        return ["/bin/sh", "-c", argv]
+    return [str(a) for a in argv]
+
+
+def describe(argv: Sequence[str] | str) -> str:
+    """A short printable form of a command, for messages."""
+    text = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def host_path(path: str) -> PurePosixPath:
+    """Validate an absolute path on a host (ValueError if relative or with '..')."""
+    p = PurePosixPath(path)
+    if not p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"host path must be absolute without '..': {path!r}")
+    return p

@@ -1,0 +1,1 @@
+"""stackha.services."""
