@@ -1,0 +1,198 @@
+"""What every service operator is given and returns.
+
+An operator (one per component: Galera, RabbitMQ, HAProxy, keepalived, Keystone …) has:
+
+- ``render(app) -> {unit name: {path: RenderedFile}}`` — pure: config files from the application's
+  options, its units' addresses, its relations and recorded secrets (jinja2 templates in
+  ``services/templates/<kind>/``);
+- ``apply(app) -> list[str]`` — I/O, idempotent: install the files, start or reload the daemons, join
+  the cluster; returns what it changed (empty when nothing did);
+- ``observe(app) -> AppStatus`` — facts only, never changes anything: a workload status per unit
+  (maintenance / waiting / active / blocked / error with a message, as Juju names them) plus
+  component facts (``wsrep_cluster_size``, VIP holder, …);
+- ``recover(app) -> list[str]`` where the component needs one (Galera cold start, RabbitMQ rejoin).
+
+The engine builds an :class:`AppContext` for each application from the bundle, the placement and
+the state store; operators never read the bundle or the state store directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets as _secrets
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+import jinja2
+
+from stackha.hosts.base import Host
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+class WorkloadState(str, Enum):
+    """Juju's workload states, as ``stackha status`` shows them."""
+
+    MAINTENANCE = "maintenance"
+    WAITING = "waiting"
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+
+
+@dataclass
+class UnitStatus:
+    """One unit's observed state: workload ``state`` + human ``message`` + component ``facts``."""
+
+    unit: str
+    state: WorkloadState
+    message: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AppStatus:
+    """An application's observed state: per-unit status plus application-level facts
+    (e.g. ``{"vip_holder": "demo-h4"}``)."""
+
+    app: str
+    units: list[UnitStatus] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Secrets(Protocol):
+    """Generated secrets, stored 0600 by the engine; never printed or logged."""
+
+    def get(self, name: str, *, length: int = 32) -> str:
+        """The secret ``name``, generated (URL-safe, ``length`` characters) the first time."""
+        ...
+
+
+class MemorySecrets:
+    """A :class:`Secrets` held in memory (tests; the engine uses a 0600 file store)."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def get(self, name: str, *, length: int = 32) -> str:
+        if name not in self._values:
+            self._values[name] = generate_secret(length)
+        return self._values[name]
+
+
+def generate_secret(length: int = 32) -> str:
+    """A random string of ``length`` characters from [A-Za-z0-9] (safe in every config syntax)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    return "".join(_secrets.choice(alphabet) for _ in range(length))
+
+
+@dataclass
+class Unit:
+    """A unit of an application, placed on a host.  ``name`` is Juju's ``app/N``."""
+
+    name: str
+    host: Host
+
+    @property
+    def address(self) -> ipaddress.IPv4Address:
+        return self.host.address
+
+    @property
+    def number(self) -> int:
+        return int(self.name.rsplit("/", 1)[1])
+
+    @property
+    def slug(self) -> str:
+        """``app-N``: usable in file and daemon names."""
+        return self.name.replace("/", "-")
+
+
+@dataclass
+class AppContext:
+    """Everything an operator may use for one application.
+
+    ``options``: the bundle's options for it; ``units``: its units in unit-number order;
+    ``related``: related applications by name (each an AppContext, so an operator can read a
+    peer's units and options — HAProxy derives its backends from them); ``secrets``: this
+    application's secret store; ``vip``: its VIP (an interface such as 198.18.100.250/24) or None;
+    ``tuning``: "stackha" (fast-failover timers) or "stock" (the defaults the anchors ship — the
+    failover benchmark's baseline).
+    """
+
+    name: str
+    kind: str
+    options: dict[str, Any]
+    units: list[Unit]
+    secrets: Secrets
+    related: dict[str, "AppContext"] = field(default_factory=dict)
+    vip: ipaddress.IPv4Interface | None = None
+    tuning: str = "stackha"
+
+    def related_of_kind(self, kind: str) -> list["AppContext"]:
+        return [a for a in self.related.values() if a.kind == kind]
+
+    def unit(self, name: str) -> Unit:
+        for u in self.units:
+            if u.name == name:
+                return u
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """A file an operator wants on a unit's host: text, mode (e.g. 0o600), owner and group."""
+
+    content: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """A service an application offers through the load balancer's VIP.
+
+    ``port``: TCP port on the VIP and on each backend; ``mode``: "http" or "tcp";
+    ``check_path``: the path of an HTTP health check (``option httpchk GET <path>``), None for a
+    TCP connect check; ``check_port``: the port of that check when it is not ``port`` (Galera's
+    clustercheck answers on 9200); ``single_writer``: one active server, the others ``backup``
+    (Galera); ``balance``: roundrobin | leastconn | source | uri (seed 001);
+    ``servers``: (server name, address) of each backend unit.
+    """
+
+    app: str
+    name: str
+    port: int
+    mode: str = "tcp"
+    check_path: str | None = None
+    check_port: int | None = None
+    single_writer: bool = False
+    balance: str = "roundrobin"
+    servers: tuple[tuple[str, str], ...] = ()  # (server name, address)
+
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render_template(name: str, **values: Any) -> str:
+    """Render ``services/templates/<name>`` with jinja2 (StrictUndefined: a missing value raises
+    jinja2.UndefinedError rather than rendering an empty string)."""
+    return _env.get_template(name).render(**values)
+
+
+def install_files(host: Host, files: dict[str, RenderedFile]) -> list[str]:
+    """Write rendered files on ``host``; returns the paths that changed."""
+    changed = []
+    for path, f in files.items():
+        if host.write_file(path, f.content, mode=f.mode, owner=f.owner, group=f.group or (f.owner if f.owner != "root" else None)):
+            changed.append(path)
+    return changed
