@@ -119,7 +119,9 @@ class AppContext:
     peer's units and options — HAProxy derives its backends from them); ``secrets``: this
     application's secret store; ``vip``: its VIP (an interface such as 198.18.100.250/24) or None;
     ``tuning``: "stackha" (fast-failover timers) or "stock" (the defaults the anchors ship — the
-    failover benchmark's baseline).
+    failover benchmark's baseline); ``frontends``: for a load balancer, what the applications
+    related to it offer on the VIP (the engine fills it from each related operator's
+    ``frontends()``).
     """
 
     name: str
@@ -130,6 +132,7 @@ class AppContext:
     related: dict[str, "AppContext"] = field(default_factory=dict)
     vip: ipaddress.IPv4Interface | None = None
     tuning: str = "stackha"
+    frontends: list["Frontend"] = field(default_factory=list)
 
     def related_of_kind(self, kind: str) -> list["AppContext"]:
         return [a for a in self.related.values() if a.kind == kind]
