@@ -8,6 +8,7 @@ a traceback.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -22,6 +23,30 @@ app = typer.Typer(
     add_completion=False,
 )
 err_console = Console(stderr=True)
+
+
+class _Settings:
+    state_dir: Path | None = None
+
+
+settings = _Settings()
+
+
+@app.callback()
+def _root(
+    state_dir: Path = typer.Option(
+        None, "--state-dir", envvar="STACKHA_STATE_DIR",
+        help="Where labs and deployments are recorded [default: /var/lib/stackha].",
+    ),
+) -> None:
+    settings.state_dir = state_dir
+
+
+def state_dir() -> Path:
+    """The state directory chosen by --state-dir / $STACKHA_STATE_DIR / the default."""
+    from stackha.hosts.lab import default_state_dir
+
+    return settings.state_dir or default_state_dir()
 
 
 def _register() -> None:
@@ -42,7 +67,9 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point.  Returns (and exits with) the process exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except UserError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)

@@ -614,6 +614,8 @@ class LabHost(Host):
         out = []
         for line in res.stdout.splitlines():
             parts = line.split(None, 2)
+            if len(parts) > 2 and parts[2] == "ps -eo pid=,comm=,args=":
+                continue  # the ps that produced this list
             if len(parts) >= 2:
                 out.append(ProcessInfo(int(parts[0]), parts[1], parts[2] if len(parts) > 2 else ""))
         return out

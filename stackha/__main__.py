@@ -1,0 +1,5 @@
+"""``python -m stackha`` runs the CLI."""
+
+from stackha.cli import main
+
+main()
