@@ -52,7 +52,10 @@ def state_dir() -> Path:
 def _register() -> None:
     from stackha.cli import lab as lab_cli
 
+    from stackha.cli import deploy as deploy_cli
+
     app.add_typer(lab_cli.app, name="lab")
+    deploy_cli.register(app)
     try:
         from stackha.cli import analyze as analyze_cli
     except ImportError:  # the analysis verb lands with the bundle model

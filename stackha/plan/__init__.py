@@ -1,1 +1,84 @@
-"""stackha.plan."""
+"""Plans: the order in which a bundle's applications are deployed.
+
+The dependency graph (networkx DiGraph, an edge ``a → b`` meaning "deploy a before b") comes from
+the relations and the tiers of DESIGN.md: network → database and queue → load balancer and VIP →
+identity → other API services → compute → instance HA.  For a relation between two applications of
+different tiers, the lower tier goes first; a subordinate goes after its principal.  Applications of
+one tier with no path between them may be deployed in any order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from stackha.errors import InvalidInput
+
+TIERS: dict[str, int] = {
+    "ntp": 0,
+    "galera": 1, "rabbitmq": 1, "mysql-router": 1, "vault": 1, "ceph-mon": 1,
+    "ceph-osd": 2, "swift-storage": 2,
+    "haproxy": 3, "keepalived": 4, "hacluster": 4, "pacemaker-remote": 4,
+    "keystone": 5,
+    "glance": 6, "placement": 6, "nova-cloud-controller": 6, "neutron-api": 6, "cinder": 6,
+    "cinder-ceph": 6, "swift-proxy": 6, "openstack-dashboard": 7,
+    "neutron-gateway": 8, "nova-compute": 8, "neutron-openvswitch": 8,
+    "masakari": 9, "masakari-monitors": 9,
+}
+DEFAULT_TIER = 6
+
+
+def tier(kind: str | None) -> int:
+    """The tier of a service kind (lower deploys first); unknown kinds sit with the API services."""
+    return TIERS.get(kind or "", DEFAULT_TIER)
+
+
+@dataclass
+class Plan:
+    """Applications in deployment order, with the graph they were ordered by.
+
+    ``order``: application names; ``graph``: networkx DiGraph (edge a→b: a before b).
+    """
+
+    order: list[str]
+    graph: nx.DiGraph = field(repr=False)
+
+    def dependants(self, app: str) -> set[str]:
+        """Every application that must wait for ``app`` (transitively)."""
+        return set(nx.descendants(self.graph, app))
+
+    def dependencies(self, app: str) -> set[str]:
+        """Every application ``app`` waits for (transitively)."""
+        return set(nx.ancestors(self.graph, app))
+
+
+def build_plan(bundle) -> Plan:
+    """Order ``bundle``'s applications (a :class:`stackha.model.Bundle`).
+
+    Raises :class:`InvalidInput` if the relations form a cycle across tiers (cannot happen with
+    tier-ordered edges, kept as a guard for subordinate chains).
+    """
+    g = nx.DiGraph()
+    apps = bundle.applications
+    for name in apps:
+        g.add_node(name)
+    for rel in bundle.relations:
+        a, b = apps.get(rel.a), apps.get(rel.b)
+        if a is None or b is None or rel.a == rel.b:
+            continue
+        if a.subordinate != b.subordinate:
+            principal, sub = (rel.b, rel.a) if a.subordinate else (rel.a, rel.b)
+            g.add_edge(principal, sub)
+            continue
+        ta, tb = tier(a.kind), tier(b.kind)
+        if ta < tb:
+            g.add_edge(rel.a, rel.b)
+        elif tb < ta:
+            g.add_edge(rel.b, rel.a)
+    try:
+        order = list(nx.lexicographical_topological_sort(g, key=lambda n: (tier(apps[n].kind), list(apps).index(n))))
+    except nx.NetworkXUnfeasible:
+        cycle = nx.find_cycle(g)
+        raise InvalidInput(f"relations form a dependency cycle: {' -> '.join(a for a, _ in cycle)}") from None
+    return Plan(order=order, graph=g)

@@ -1,0 +1,203 @@
+"""``stackha deploy / status / recover / resolved / destroy``: the engine's verbs."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from stackha.errors import InvalidInput, UserError
+
+console = Console()
+
+STATE_STYLE = {"active": "green", "maintenance": "yellow", "waiting": "yellow", "blocked": "red",
+               "error": "bold red", "unknown": "magenta"}
+
+
+def _state():
+    from stackha.cli import state_dir
+
+    return state_dir()
+
+
+def load_and_check(bundle: Path, overlays: list[Path]):
+    """Load the bundle + overlays and run the analysis; refuse errors and quorum problems.
+
+    Returns ``(bundle, report)``.  Raises :class:`InvalidInput` listing every refusing finding."""
+    from stackha.model import load_bundle
+    from stackha.model.analysis import analyze
+
+    b = load_bundle(bundle, overlays)
+    report = analyze(b)
+    refusing = [f for f in report.findings
+                if f.severity == "error" or (f.severity == "warning" and "quorum" in f.code.lower())]
+    if refusing:
+        lines = [f"{f.severity} {f.code} at {f.path}: {f.message} (fix: {f.fix})" for f in refusing]
+        raise InvalidInput("the analysis refuses this bundle; nothing was started:\n  " + "\n  ".join(lines))
+    return b, report
+
+
+def run_deploy(bundle: Path, overlays: list[Path], lab: str, tuning: str = "stackha",
+               only: Optional[set[str]] = None, quiet: bool = False):
+    """Deploy ``bundle`` on lab ``lab`` with a progress display; returns the DeployReport."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from stackha.engine.deploy import Deployment
+    from stackha.hosts.lab import require_root, validate_prefix
+
+    validate_prefix(lab)
+    b, _ = load_and_check(bundle, overlays)
+    d = Deployment.for_bundle(lab, b, _state())
+    d.check()
+    require_root()
+    d.record_bundle(b, tuning=tuning, sources=[str(bundle), *map(str, overlays)])
+    t0 = time.monotonic()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False, disable=quiet) as progress:
+        hosts_task = progress.add_task("hosts", total=None)
+        created = d.ensure_hosts(lambda msg: progress.update(hosts_task, description=f"hosts: {msg}"))
+        progress.update(hosts_task, description=f"hosts: {len(created)} created, {len(d.lab.hosts)} in lab {lab}",
+                        completed=1, total=1)
+        tasks: dict[str, int] = {}
+
+        def on_progress(app: str, msg: str) -> None:
+            if app not in tasks:
+                tasks[app] = progress.add_task(app, total=None)
+            done = msg != "deploying"
+            progress.update(tasks[app], description=f"{app}: {msg}", **({"completed": 1, "total": 1} if done else {}))
+
+        report = d.deploy(on_progress, only=only)
+    if not quiet:
+        if report.failed:
+            console.print(f"[red]deploy finished with problems[/] in {time.monotonic() - t0:.1f} s:")
+            for app, msg in report.failed.items():
+                console.print(f"  {app}: {msg}")
+        elif report.changed or created:
+            n = sum(len(c) for c in report.changes.values())
+            console.print(f"[green]deployed[/] in {time.monotonic() - t0:.1f} s: {n} change(s)")
+        else:
+            console.print(f"no changes: the cloud on lab {lab} already matches the bundle ({time.monotonic() - t0:.1f} s)")
+        for app, msg in report.waiting.items():
+            console.print(f"  {app}: {msg}")
+    return report
+
+
+def deploy(
+    bundle: Path = typer.Argument(..., exists=False, help="The bundle YAML."),
+    overlay: List[Path] = typer.Option([], "--overlay", help="Overlay bundle(s), applied in order."),
+    lab: str = typer.Option(..., "--lab", help="Lab prefix: created if missing, reused otherwise."),
+    tuning: str = typer.Option("stackha", "--tuning", help="stackha (fast failover) or stock (package defaults)."),
+) -> None:
+    """Deploy BUNDLE on a lab; exits 1 if a unit ended in error, 2 if the bundle was refused."""
+    report = run_deploy(bundle, list(overlay), lab, tuning)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def status_rows(d) -> list[dict]:
+    """Observe every application of deployment ``d``; JSON-ready rows."""
+    out = []
+    vips = d.vips()
+    for st in d.status():
+        ctx_units = {u.name: u for u in d.contexts()[st.app].units}
+        out.append({
+            "application": st.app,
+            "kind": d.bundle.applications[st.app].kind,
+            "vip": str(vips[st.app].ip) if st.app in vips else None,
+            "facts": st.facts,
+            "units": [{"unit": u.unit, "workload": u.state.value, "message": u.message,
+                       "host": ctx_units[u.unit].host.name if u.unit in ctx_units else "",
+                       "address": str(ctx_units[u.unit].address) if u.unit in ctx_units else "",
+                       "facts": u.facts} for u in st.units],
+        })
+    return out
+
+
+def _fmt(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(map(str, v)) or "-"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items()) or "-"
+    return str(v)
+
+
+def status(
+    lab: str = typer.Option(..., "--lab", help="Lab prefix."),
+    fmt: str = typer.Option("table", "--format", help="table or json"),
+) -> None:
+    """Applications and units with workload status, host, address and component facts."""
+    from stackha.engine.deploy import Deployment
+
+    if fmt not in ("table", "json"):
+        raise InvalidInput(f"--format {fmt!r}: use table or json")
+    d = Deployment.open(lab, _state())
+    rows = status_rows(d)
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    apps = Table("App", "Kind", "Units", "VIP", "Facts", title=f"cloud on lab {lab}")
+    units = Table("Unit", "Workload", "Host", "Address", "Message")
+    for r in rows:
+        active = sum(u["workload"] == "active" for u in r["units"])
+        apps.add_row(r["application"], r["kind"] or "?", f"{active}/{len(r['units'])}", r["vip"] or "",
+                     _fmt(r["facts"]) if r["facts"] else "")
+        for u in r["units"]:
+            style = STATE_STYLE.get(u["workload"], "")
+            msg = u["message"]
+            if u["facts"]:
+                msg = (msg + " " if msg else "") + "[dim]" + _fmt(u["facts"]) + "[/]"
+            units.add_row(u["unit"], f"[{style}]{u['workload']}[/]", u["host"], u["address"], msg)
+    console.print(apps)
+    console.print(units)
+
+
+def recover(
+    lab: str = typer.Option(..., "--lab", help="Lab prefix."),
+    app: List[str] = typer.Option([], "--app", help="Only these applications."),
+) -> None:
+    """Bring failed units back: Galera cold start from the highest seqno, RabbitMQ rejoin, restarts."""
+    from stackha.engine.deploy import Deployment
+
+    d = Deployment.open(lab, _state())
+    done = d.recover(set(app) if app else None, lambda a, m: console.print(f"{a}: {m}"))
+    if not done:
+        console.print("every unit is active; nothing to recover")
+
+
+def resolved(
+    unit: str = typer.Argument(..., help="The unit in error, e.g. galera/1."),
+    lab: str = typer.Option(..., "--lab", help="Lab prefix."),
+) -> None:
+    """Clear a unit's error and deploy again from there."""
+    from stackha.engine.deploy import Deployment
+
+    d = Deployment.open(lab, _state())
+    d.resolved(unit)
+    report = d.deploy(lambda a, m: console.print(f"{a}: {m}"))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def destroy(lab: str = typer.Option(..., "--lab", help="Lab prefix.")) -> None:
+    """Tear the cloud down with its lab, state and secrets."""
+    from stackha.engine.deploy import Deployment
+    from stackha.hosts.lab import teardown
+
+    if Deployment.exists(lab, _state()):
+        Deployment(lab, _state()).destroy()
+    else:
+        teardown(lab, _state())
+    console.print(f"lab {lab} destroyed")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(deploy)
+    app.command()(status)
+    app.command()(recover)
+    app.command()(resolved)
+    app.command()(destroy)

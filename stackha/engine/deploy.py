@@ -1,0 +1,420 @@
+"""The deploy engine: a bundle → hosts → operators, recorded in the state store.
+
+A :class:`Deployment` is one cloud on one lab (named after the lab's prefix).  ``deploy`` runs the
+plan application by application: each operator's ``apply`` is idempotent, so deploying the same
+bundle again changes nothing and says so.  A failed application leaves its units in ``error`` with
+the message, and every application that depends on it waits (``waiting``) rather than being
+half-applied; ``stackha resolved UNIT`` deploys again from there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from stackha.errors import InvalidInput, UserError
+from stackha.hosts.lab import Lab, LAB_RANGE, default_state_dir, lab_dir, teardown
+from stackha.plan import Plan, build_plan
+from stackha.services import operator_for
+from stackha.services.base import AppContext, AppStatus, Unit, UnitStatus, WorkloadState
+
+CLIENT_HOST = "client"
+LB_KINDS = ("haproxy",)
+VIP_KINDS = ("keepalived", "hacluster")
+
+
+def deployment_dir(state_dir: Path, name: str) -> Path:
+    return Path(state_dir) / "deployments" / name
+
+
+def host_suffix(host_key: str) -> str:
+    """The lab host name (after ``<prefix>-``) for a bundle machine or container.
+
+    ``"0"`` → ``m0``; ``"1/lxd/0"`` → ``m1lxd0``; ``"new:keystone/0"`` → ``nkeystone0``.
+    """
+    if host_key.startswith("new:"):
+        return ("n" + re.sub(r"[^a-z0-9]", "", host_key[4:].lower()))[:16]
+    return ("m" + re.sub(r"[^a-z0-9]", "", host_key.lower()))[:16]
+
+
+def parse_vip(options: dict, path: str) -> ipaddress.IPv4Interface | None:
+    """The VIP an application's options declare (``vip``/``virtual_ip`` + ``vip_cidr``), or None.
+
+    Raises :class:`InvalidInput` naming ``path`` for a malformed address."""
+    raw = options.get("vip") or options.get("virtual_ip")
+    if not raw:
+        return None
+    first = str(raw).split()[0]  # Juju's vip may list several, one per network
+    cidr = options.get("vip_cidr", 24)
+    try:
+        return ipaddress.IPv4Interface(first if "/" in first else f"{first}/{cidr}")
+    except ValueError as exc:
+        raise InvalidInput(f"{path}.options.vip: {exc}; give an IPv4 address such as 198.18.100.250") from None
+
+
+@dataclass
+class DeployReport:
+    """What a deploy did: per application the changes (empty: nothing changed), and the failures."""
+
+    changes: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    waiting: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return any(self.changes.values())
+
+
+class Deployment:
+    """One cloud deployed on lab ``name``.  Create with :meth:`create`, find with :meth:`open`."""
+
+    def __init__(self, name: str, state_dir: Path | None = None):
+        self.name = name
+        self.state_dir = Path(state_dir or default_state_dir())
+        self.dir = deployment_dir(self.state_dir, name)
+        self._store = None
+        self._bundle = None
+        self._lab: Lab | None = None
+
+    @property
+    def store(self):
+        """The state store (created on first use, so refused input leaves nothing on disk)."""
+        from stackha.engine.state import StateStore
+
+        if self._store is None:
+            self._store = StateStore(self.dir)
+        return self._store
+
+    @classmethod
+    def for_bundle(cls, name: str, bundle, state_dir: Path | None = None) -> "Deployment":
+        """A deployment object for ``bundle`` on lab ``name``, nothing written yet."""
+        d = cls(name, state_dir)
+        d._bundle = bundle
+        return d
+
+    def check(self) -> None:
+        """Refuse a bundle that cannot go on this lab (InvalidInput), before anything starts:
+        VIPs outside the lab's /24 or spanning several /24s."""
+        if (lab_dir(self.state_dir, self.name) / "lab.json").exists():
+            self.check_lab_fit(self.lab.subnet)
+        else:
+            self.wanted_subnet()
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def exists(cls, name: str, state_dir: Path | None = None) -> bool:
+        return (deployment_dir(Path(state_dir or default_state_dir()), name) / "state.db").exists()
+
+    @classmethod
+    def open(cls, name: str, state_dir: Path | None = None) -> "Deployment":
+        """The recorded deployment on lab ``name``; :class:`UserError` if there is none."""
+        if not cls.exists(name, state_dir):
+            raise UserError(f"nothing is deployed on lab {name!r}; run `stackha deploy BUNDLE --lab {name}`")
+        d = cls(name, state_dir)
+        if d.store.get("bundle") is None:
+            raise UserError(f"deployment {name!r} has no recorded bundle; deploy again")
+        return d
+
+    @property
+    def bundle(self):
+        if self._bundle is None:
+            from stackha.model import load_bundle_text
+
+            self._bundle = load_bundle_text(yaml.safe_dump(self.store.get("bundle"), sort_keys=False))
+        return self._bundle
+
+    @property
+    def lab(self) -> Lab:
+        if self._lab is None:
+            self._lab = Lab.load(self.name, self.state_dir)
+        return self._lab
+
+    @property
+    def tuning(self) -> str:
+        return self.store.get("tuning", "stackha")
+
+    def plan(self) -> Plan:
+        return build_plan(self.bundle)
+
+    # ----------------------------------------------------------------- preparation
+    def record_bundle(self, bundle, *, tuning: str = "stackha", sources: list[str] | None = None) -> None:
+        """Record ``bundle`` (a loaded :class:`stackha.model.Bundle`) as the desired state."""
+        if tuning not in ("stackha", "stock"):
+            raise InvalidInput(f"--tuning {tuning!r}: use stackha or stock")
+        self.store.set("bundle", bundle.dump())
+        self.store.set("tuning", tuning)
+        self.store.set("sources", sources or [])
+        self._bundle = bundle
+
+    def vips(self) -> dict[str, ipaddress.IPv4Interface]:
+        """Each application's VIP (its own, or for a VIP provider the one of the app it serves)."""
+        out: dict[str, ipaddress.IPv4Interface] = {}
+        b = self.bundle
+        for name, app in b.applications.items():
+            vip = parse_vip(app.options, f"applications.{name}")
+            if vip is not None:
+                out[name] = vip
+        for name, app in b.applications.items():
+            if name in out:
+                continue
+            for other in sorted(b.related(name)):
+                if other in out and (app.kind in VIP_KINDS or b.applications[other].kind in VIP_KINDS
+                                     or app.kind in LB_KINDS):
+                    out[name] = out[other]
+                    break
+        return out
+
+    def check_lab_fit(self, lab_subnet: ipaddress.IPv4Network) -> None:
+        """Refuse VIPs outside the lab's /24 or in the hosts' range (:class:`InvalidInput`)."""
+        for app, vip in self.vips().items():
+            if vip.ip not in lab_subnet:
+                raise InvalidInput(
+                    f"applications.{app}.options.vip: {vip.ip} is outside lab {self.name}'s subnet {lab_subnet}; "
+                    f"use an address in {lab_subnet} from .200 to .254")
+            if not 200 <= int(vip.ip) - int(lab_subnet.network_address) <= 254:
+                raise InvalidInput(
+                    f"applications.{app}.options.vip: {vip.ip} is in the lab's host range; use .200 to .254 of {lab_subnet}")
+
+    def wanted_subnet(self) -> str | None:
+        """The /24 the bundle's VIPs live in (the lab to create), or None if it has no VIP."""
+        nets = {ipaddress.IPv4Network(f"{v.ip}/24", strict=False) for v in self.vips().values()}
+        if len(nets) > 1:
+            raise InvalidInput(f"the bundle's VIPs span several /24s ({', '.join(map(str, sorted(nets)))}); a lab has one")
+        if not nets:
+            return None
+        net = nets.pop()
+        if not net.subnet_of(LAB_RANGE):
+            vip_app = next(iter(self.vips()))
+            raise InvalidInput(f"applications.{vip_app}.options.vip: lab addresses must be in {LAB_RANGE}")
+        return str(net)
+
+    def host_map(self) -> dict[str, dict]:
+        """Bundle machines/containers → lab host names: ``{host_key: {"host", "parent"}}``."""
+        b = self.bundle
+        out: dict[str, dict] = {}
+        for name, app in b.applications.items():
+            if app.subordinate:
+                continue
+            for pl in b.units(name):
+                if pl.host_key in out:
+                    continue
+                parent = None
+                if pl.container:
+                    parent = f"{self.name}-{host_suffix(pl.machine)}"
+                out[pl.host_key] = {"host": f"{self.name}-{host_suffix(pl.host_key)}", "parent": parent,
+                                    "machine": pl.machine}
+        return out
+
+    def ensure_hosts(self, progress: Callable[[str], None] = lambda s: None) -> list[str]:
+        """Create the lab (if missing) and every host the bundle's machines need, plus a client
+        host; returns the hosts created."""
+        created = []
+        if not (lab_dir(self.state_dir, self.name) / "lab.json").exists():
+            progress(f"creating lab {self.name}")
+            self._lab = Lab.create(self.name, 0, state_dir=self.state_dir, subnet=self.wanted_subnet())
+        lab = self.lab
+        self.check_lab_fit(lab.subnet)
+        hosts = self.host_map()
+        # Machines first, then containers on them.
+        for key, spec in sorted(hosts.items(), key=lambda kv: kv[1]["parent"] is not None):
+            if spec["parent"] and spec["parent"] not in lab.hosts:
+                lab.add_host(spec["parent"].split("-", 1)[1])
+                created.append(spec["parent"])
+            if spec["host"] not in lab.hosts:
+                progress(f"creating host {spec['host']}")
+                lab.add_host(spec["host"].split("-", 1)[1], parent=spec["parent"])
+                created.append(spec["host"])
+        if f"{self.name}-{CLIENT_HOST}" not in lab.hosts:
+            lab.add_host(CLIENT_HOST)
+            created.append(f"{self.name}-{CLIENT_HOST}")
+        return created
+
+    @property
+    def client(self):
+        """The lab host probes and clients run from (never part of the cloud)."""
+        return self.lab.host(CLIENT_HOST)
+
+    # ----------------------------------------------------------------- contexts
+    def contexts(self) -> dict[str, AppContext]:
+        """An :class:`AppContext` per application, related to one another, with frontends."""
+        from stackha.engine.state import FileSecrets
+
+        b = self.bundle
+        hosts = self.host_map()
+        vips = self.vips()
+        ctxs: dict[str, AppContext] = {}
+        for name, app in b.applications.items():
+            units = []
+            for pl in b.units(name):
+                key = pl.host_key
+                if app.subordinate and pl.principal:
+                    key = next(p.host_key for p in b.units(pl.principal.split("/")[0]) if p.unit == pl.principal)
+                units.append(Unit(pl.unit, self.lab.host(hosts[key]["host"])))
+            ctxs[name] = AppContext(
+                name=name, kind=app.kind or "", options=dict(app.options), units=units,
+                secrets=FileSecrets(self.dir / "secrets" / name), vip=vips.get(name), tuning=self.tuning,
+            )
+        for name, ctx in ctxs.items():
+            ctx.related = {o: ctxs[o] for o in sorted(b.related(name)) if o in ctxs}
+        for name, ctx in ctxs.items():
+            if ctx.kind in LB_KINDS:
+                for other in ctx.related.values():
+                    op = operator_for(other.kind)
+                    if op is not None and hasattr(op, "frontends"):
+                        for fe in op.frontends(other):
+                            if other.options.get("balance"):
+                                fe = type(fe)(**{**fe.__dict__, "balance": other.options["balance"]})
+                            ctx.frontends.append(fe)
+        return ctxs
+
+    # ----------------------------------------------------------------- deploy
+    def deploy(self, progress: Callable[[str, str], None] = lambda app, msg: None,
+               only: set[str] | None = None) -> DeployReport:
+        """Apply the recorded bundle; ``progress(app, message)`` is called as steps start and end.
+
+        ``only``: deploy just these applications (and nothing that depends on a failed one).
+        Returns a :class:`DeployReport`.  Operator failures never raise: they are recorded on the
+        units (``error`` + message) and reported.
+        """
+        t0 = time.monotonic()
+        report = DeployReport()
+        plan = self.plan()
+        ctxs = self.contexts()
+        blocked: set[str] = set()
+        for name in plan.order:
+            ctx = ctxs[name]
+            if only is not None and name not in only:
+                continue
+            waiting_on = sorted(plan.dependencies(name) & blocked)
+            if waiting_on:
+                msg = f"waiting for {', '.join(waiting_on)}"
+                self._set_units(ctx, WorkloadState.WAITING, msg)
+                report.waiting[name] = msg
+                blocked.add(name)
+                progress(name, msg)
+                continue
+            op = operator_for(ctx.kind)
+            if op is None:
+                charm = self.bundle.applications[name].charm
+                msg = f"stackha cannot deploy charm {charm} yet"
+                self._set_units(ctx, WorkloadState.BLOCKED, msg)
+                report.waiting[name] = msg
+                blocked.add(name)
+                progress(name, msg)
+                continue
+            progress(name, "deploying")
+            self._set_units(ctx, WorkloadState.MAINTENANCE, "deploying", only_if_new=True)
+            try:
+                changes = op.apply(ctx)
+            except Exception as exc:  # an operator failure is recorded on its units, never raised
+                msg = f"{type(exc).__name__}: {exc}".strip()
+                self.store.event(name, "apply failed: " + traceback.format_exc(limit=3)[-2000:])
+                unit = getattr(exc, "unit", None)
+                self._set_units(ctx, WorkloadState.ERROR, msg, unit=unit)
+                report.failed[name] = msg
+                blocked.add(name)
+                progress(name, "error: " + msg)
+                continue
+            report.changes[name] = list(changes)
+            for c in changes:
+                self.store.event(name, c)
+            status = self.observe_app(ctx, op)
+            not_active = [u for u in status.units if u.state != WorkloadState.ACTIVE]
+            if not_active:
+                report.failed[name] = "; ".join(f"{u.unit}: {u.state.value} {u.message}" for u in not_active)
+                blocked.add(name)
+            progress(name, f"{len(changes)} change(s)" if changes else "no changes")
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def _set_units(self, ctx: AppContext, state: WorkloadState, message: str, *, unit: str | None = None,
+                   only_if_new: bool = False) -> None:
+        for u in ctx.units:
+            if unit is not None and u.name != unit:
+                continue
+            if only_if_new and self.store.unit(u.name) is not None:
+                continue
+            self.store.set_unit(u.name, ctx.name, u.host.name, state.value, message)
+
+    # ----------------------------------------------------------------- observe and recover
+    def observe_app(self, ctx: AppContext, op=None) -> AppStatus:
+        """Observe one application (records the unit states); never raises for a dead unit."""
+        op = op or operator_for(ctx.kind)
+        if op is None:
+            rec = {r.unit: r for r in self.store.units() if r.app == ctx.name}
+            return AppStatus(ctx.name, [UnitStatus(u.name, WorkloadState(rec[u.name].state) if u.name in rec
+                                                   else WorkloadState.UNKNOWN, rec[u.name].message if u.name in rec else "")
+                                        for u in ctx.units])
+        try:
+            status = op.observe(ctx)
+        except Exception as exc:
+            status = AppStatus(ctx.name, [UnitStatus(u.name, WorkloadState.UNKNOWN, f"observe failed: {exc}")
+                                          for u in ctx.units])
+        for us in status.units:
+            rec = self.store.unit(us.unit)
+            # A unit left in error by a failed apply stays in error until `resolved`.
+            if rec is not None and rec.state == WorkloadState.ERROR.value and us.state != WorkloadState.ACTIVE:
+                us.state, us.message = WorkloadState.ERROR, rec.message
+            host = next((u.host.name for u in ctx.units if u.name == us.unit), "")
+            self.store.set_unit(us.unit, ctx.name, host, us.state.value, us.message)
+        return status
+
+    def status(self) -> list[AppStatus]:
+        """Every application's observed status, in plan order."""
+        ctxs = self.contexts()
+        return [self.observe_app(ctxs[name]) for name in self.plan().order]
+
+    def recover(self, apps: set[str] | None = None,
+                progress: Callable[[str, str], None] = lambda app, msg: None) -> dict[str, list[str]]:
+        """Run each operator's ``recover`` (in plan order) for applications with a unit not active:
+        Galera cold start, RabbitMQ rejoin, daemons restarted.  Returns what each did."""
+        ctxs = self.contexts()
+        done: dict[str, list[str]] = {}
+        for name in self.plan().order:
+            if apps is not None and name not in apps:
+                continue
+            ctx = ctxs[name]
+            op = operator_for(ctx.kind)
+            if op is None:
+                continue
+            status = self.observe_app(ctx, op)
+            if all(u.state == WorkloadState.ACTIVE for u in status.units):
+                continue
+            progress(name, "recovering")
+            try:
+                if hasattr(op, "recover"):
+                    done[name] = list(op.recover(ctx))
+                else:
+                    done[name] = list(op.apply(ctx))
+            except Exception as exc:
+                done[name] = [f"recover failed: {type(exc).__name__}: {exc}"]
+            self.observe_app(ctx, op)
+            progress(name, "; ".join(done[name]) or "nothing to do")
+        return done
+
+    def resolved(self, unit: str) -> None:
+        """Clear ``unit``'s error so the next deploy retries it (Juju's ``resolved``)."""
+        rec = self.store.unit(unit)
+        if rec is None:
+            known = ", ".join(r.unit for r in self.store.units()) or "none"
+            raise UserError(f"no unit {unit!r} in deployment {self.name!r} (units: {known})")
+        if rec.state != WorkloadState.ERROR.value:
+            raise UserError(f"unit {unit} is {rec.state}, not in error; nothing to resolve")
+        self.store.set_unit(unit, rec.app, rec.host, WorkloadState.MAINTENANCE.value, "resolved: retrying")
+
+    # ----------------------------------------------------------------- destroy
+    def destroy(self) -> None:
+        """Tear down the lab and forget the deployment (secrets included)."""
+        if self._store is not None:
+            self._store.close()
+        teardown(self.name, self.state_dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
