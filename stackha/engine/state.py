@@ -103,14 +103,32 @@ class FileSecrets:
     def __init__(self, directory: Path):
         self.dir = Path(directory)
 
-    def get(self, name: str, *, length: int = 32) -> str:
+    def _path(self, name: str) -> Path:
         if not name.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"secret name {name!r}: letters, digits, '-' and '_' only")
-        path = self.dir / name
+        return self.dir / name
+
+    def read(self, name: str) -> str | None:
         try:
-            return path.read_text()
+            return self._path(name).read_text()
         except FileNotFoundError:
-            pass
+            return None
+
+    def put(self, name: str, value: str) -> None:
+        path = self._path(name)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.dir, 0o700)
+        tmp = path.with_name(f".{name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        os.replace(tmp, path)
+
+    def get(self, name: str, *, length: int = 32) -> str:
+        path = self._path(name)
+        value = self.read(name)
+        if value is not None:
+            return value
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)
         value = generate_secret(length)

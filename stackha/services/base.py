@@ -70,6 +70,14 @@ class Secrets(Protocol):
         """The secret ``name``, generated (URL-safe, ``length`` characters) the first time."""
         ...
 
+    def read(self, name: str) -> str | None:
+        """The secret ``name`` if it was stored, else None (never generates)."""
+        ...
+
+    def put(self, name: str, value: str) -> None:
+        """Store a secret made elsewhere (e.g. Keystone's fernet keys, made by keystone-manage)."""
+        ...
+
 
 class MemorySecrets:
     """A :class:`Secrets` held in memory (tests; the engine uses a 0600 file store)."""
@@ -81,6 +89,12 @@ class MemorySecrets:
         if name not in self._values:
             self._values[name] = generate_secret(length)
         return self._values[name]
+
+    def read(self, name: str) -> str | None:
+        return self._values.get(name)
+
+    def put(self, name: str, value: str) -> None:
+        self._values[name] = value
 
 
 def generate_secret(length: int = 32) -> str:
