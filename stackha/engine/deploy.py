@@ -156,19 +156,30 @@ class Deployment:
         self._bundle = bundle
 
     def vips(self) -> dict[str, ipaddress.IPv4Interface]:
-        """Each application's VIP (its own, or for a VIP provider the one of the app it serves)."""
+        """Each application's VIP: its own ``vip`` option; else, for a VIP provider (keepalived,
+        hacluster) or a load balancer, the VIP of the one it is related to; else, for an
+        application served by a load balancer (related to haproxy), the load balancer's VIP."""
         out: dict[str, ipaddress.IPv4Interface] = {}
         b = self.bundle
-        for name, app in b.applications.items():
+        apps = b.applications
+        for name, app in apps.items():
             vip = parse_vip(app.options, f"applications.{name}")
             if vip is not None:
                 out[name] = vip
-        for name, app in b.applications.items():
+        # VIP providers and load balancers share one VIP.
+        for name, app in apps.items():
+            if name in out or app.kind not in VIP_KINDS + LB_KINDS:
+                continue
+            for other in sorted(b.related(name)):
+                if other in out and apps[other].kind in VIP_KINDS + LB_KINDS:
+                    out[name] = out[other]
+                    break
+        # Applications behind a load balancer are reached on its VIP.
+        for name, app in apps.items():
             if name in out:
                 continue
             for other in sorted(b.related(name)):
-                if other in out and (app.kind in VIP_KINDS or b.applications[other].kind in VIP_KINDS
-                                     or app.kind in LB_KINDS):
+                if other in out and apps[other].kind in LB_KINDS:
                     out[name] = out[other]
                     break
         return out
