@@ -56,6 +56,9 @@ def _register() -> None:
 
     app.add_typer(lab_cli.app, name="lab")
     deploy_cli.register(app)
+    from stackha.cli import demo as demo_cli
+
+    demo_cli.register(app)
     try:
         from stackha.cli import analyze as analyze_cli
     except ImportError:  # the analysis verb lands with the bundle model

@@ -84,6 +84,14 @@ def run_deploy(bundle: Path, overlays: list[Path], lab: str, tuning: str = "stac
             console.print(f"no changes: the cloud on lab {lab} already matches the bundle ({time.monotonic() - t0:.1f} s)")
         for app, msg in report.waiting.items():
             console.print(f"  {app}: {msg}")
+    if not report.failed:
+        from stackha.engine.clouds import write_clouds_yaml, cloud_name
+
+        path = write_clouds_yaml(d)
+        if path is not None and not quiet:
+            console.print(f"clouds.yaml (admin, auth_url on the VIP): {path}\n"
+                          f"  use it from the client host: stackha lab exec {lab}-client -- env "
+                          f"OS_CLIENT_CONFIG_FILE=/srv/stackha/clouds.yaml openstack --os-cloud {cloud_name(lab)} token issue")
     return report
 
 
