@@ -1,0 +1,270 @@
+"""The application options stackha reads, their validation and typed accessors.
+
+Juju passes ``options:`` to the charm; stackha reads the keys below and keeps every other option
+as given (the analysis lists the ones it does not read).  Keys marked *extension* are stackha's
+own (a Juju deployment of the same bundle would need them removed, e.g. by keeping them in an
+overlay only stackha reads).
+
+===================== ============ ==========================================================
+key                   on           meaning
+===================== ============ ==========================================================
+``vip``               any          virtual IP(s) the application is reached on; several VIPs
+                                   (one per network) are separated by spaces (OpenStack charms)
+``vip_cidr``          any          prefix length of the VIP's network (OpenStack charms;
+                                   default 24)
+``vip_provider``      any          *extension*: who holds the VIP, ``keepalived`` (a related
+                                   keepalived subordinate, VRRP) or ``pacemaker`` (a related
+                                   hacluster subordinate); default: whichever is related
+``zone``              any          *extension*: the availability zone of the units whose machine
+                                   gives none — one value for all units, or a list, one per unit
+``balance``           any          *extension*: haproxy balance algorithm for this application's
+                                   frontend: ``roundrobin``, ``leastconn``, ``source``, ``uri``
+``unit_availability`` any          *extension*: availability of one unit of this application
+                                   (0 < a < 1), overriding the global setting
+``failover_seconds``  any          *extension*: failover time of this application's VIP or active
+                                   unit, seconds
+``router_id``         keepalived   VRRP virtual router id, 1–255 (keepalived charm; default 51 —
+                                   the value of keepalived's documented example)
+``virtual_ip``        keepalived   the VIP, ``address[/prefix]`` (keepalived charm)
+``corosync_mcastaddr`` hacluster   Corosync multicast address (hacluster charm; default
+                                   226.94.1.1 when the transport is multicast)
+``corosync_transport`` hacluster   ``multicast``/``udp`` or ``unicast``/``udpu`` (hacluster charm)
+``cluster_count``     hacluster    peers needed before the cluster forms (hacluster charm;
+                                   default 3)
+===================== ============ ==========================================================
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from stackha.model.problems import Problem
+
+__all__ = [
+    "DEFAULT_MCASTADDR",
+    "DEFAULT_ROUTER_ID",
+    "READ_OPTIONS",
+    "check_options",
+    "cluster_count",
+    "corosync_mcast",
+    "failover_seconds",
+    "router_id",
+    "unit_availability",
+    "vip_addresses",
+    "vip_provider",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: keepalived's VRRP router id when the option is unset (keepalived's documented example value).
+DEFAULT_ROUTER_ID = 51
+#: the hacluster charm's default Corosync multicast address.
+DEFAULT_MCASTADDR = "226.94.1.1"
+#: the hacluster charm's default ``cluster_count``.
+DEFAULT_CLUSTER_COUNT = 3
+
+_ANY = ("vip", "vip_cidr", "vip_provider", "zone", "balance", "unit_availability", "failover_seconds")
+#: Options stackha reads, by kind (``"*"``: on any application).
+READ_OPTIONS: dict[str, tuple[str, ...]] = {
+    "*": _ANY,
+    "keepalived": ("router_id", "virtual_ip"),
+    "hacluster": ("corosync_mcastaddr", "corosync_transport", "cluster_count"),
+}
+
+BALANCE = ("roundrobin", "leastconn", "source", "uri")
+PROVIDERS = ("keepalived", "pacemaker")
+_MULTICAST_TRANSPORTS = ("multicast", "udp")
+_UNICAST_TRANSPORTS = ("unicast", "udpu")
+
+
+def read_options(kind: str | None) -> tuple[str, ...]:
+    """The option keys stackha reads on an application of ``kind``."""
+    return READ_OPTIONS["*"] + (READ_OPTIONS.get(kind or "", ()))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_int(v: Any) -> int | None:
+    if _is_int(v):
+        return int(v)
+    if isinstance(v, str) and v.strip().isdigit():
+        return int(v.strip())
+    return None
+
+
+def _as_float(v: Any) -> float | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def vip_addresses(options: dict[str, Any], kind: str | None = None) -> list[IPAddress]:
+    """The VIPs an application declares (``vip``; ``virtual_ip`` on keepalived), parsed.
+
+    Invalid entries are skipped here (the loader rejects them).
+    """
+    out: list[IPAddress] = []
+    raw = options.get("vip")
+    if raw is not None:
+        for part in str(raw).split():
+            try:
+                out.append(ipaddress.ip_address(part))
+            except ValueError:
+                pass
+    if kind == "keepalived" and options.get("virtual_ip") is not None:
+        for part in str(options["virtual_ip"]).split():
+            try:
+                out.append(ipaddress.ip_interface(part).ip)
+            except ValueError:
+                pass
+    return out
+
+
+def vip_provider(options: dict[str, Any]) -> str | None:
+    """The declared ``vip_provider`` ("keepalived" or "pacemaker"), or None when not declared."""
+    v = options.get("vip_provider")
+    return str(v) if v is not None else None
+
+
+def router_id(options: dict[str, Any]) -> int:
+    """A keepalived application's VRRP router id (default :data:`DEFAULT_ROUTER_ID`)."""
+    v = _as_int(options.get("router_id"))
+    return v if v is not None else DEFAULT_ROUTER_ID
+
+
+def corosync_mcast(options: dict[str, Any]) -> str | None:
+    """A hacluster application's Corosync multicast address, or None when it uses unicast.
+
+    Multicast when ``corosync_transport`` is multicast/udp, or unset with ``corosync_mcastaddr``
+    given (seed 000); the address defaults to :data:`DEFAULT_MCASTADDR`.
+    """
+    transport = options.get("corosync_transport")
+    addr = options.get("corosync_mcastaddr")
+    if transport is None and addr is None:
+        return None
+    if transport is not None and str(transport) in _UNICAST_TRANSPORTS:
+        return None
+    return str(addr) if addr is not None else DEFAULT_MCASTADDR
+
+
+def cluster_count(options: dict[str, Any]) -> int:
+    """A hacluster application's ``cluster_count`` (default :data:`DEFAULT_CLUSTER_COUNT`)."""
+    v = _as_int(options.get("cluster_count"))
+    return v if v is not None else DEFAULT_CLUSTER_COUNT
+
+
+def unit_availability(options: dict[str, Any]) -> float | None:
+    """The per-application ``unit_availability`` option, or None when unset."""
+    return _as_float(options.get("unit_availability"))
+
+
+def failover_seconds(options: dict[str, Any]) -> float | None:
+    """The per-application ``failover_seconds`` option, or None when unset."""
+    return _as_float(options.get("failover_seconds"))
+
+
+def check_options(app: str, kind: str | None, options: dict[str, Any]) -> list[Problem]:
+    """Validate the options stackha reads on one application; one :class:`Problem` per bad value.
+
+    Paths are ``applications.<app>.options.<key>``.  Never raises.
+    """
+    problems: list[Problem] = []
+
+    def bad(key: str, message: str, fix: str) -> None:
+        problems.append(Problem(path=f"applications.{app}.options.{key}", message=message, fix=fix))
+
+    if "vip" in options:
+        raw = options["vip"]
+        parts = str(raw).split() if isinstance(raw, str) else []
+        if not parts:
+            bad("vip", f"vip {raw!r} is not an IP address", "give the VIP as an address, e.g. "
+                "198.18.100.250 (several VIPs: separated by spaces)")
+        for part in parts:
+            try:
+                ipaddress.ip_address(part)
+            except ValueError:
+                bad("vip", f"vip {part!r} is not an IP address",
+                    "give the VIP as an address, e.g. 198.18.100.250")
+    cidr = None
+    if "vip_cidr" in options:
+        cidr = _as_int(options["vip_cidr"])
+        if cidr is None or not 1 <= cidr <= 128:
+            bad("vip_cidr", f"vip_cidr {options['vip_cidr']!r} is not a prefix length",
+                "give the prefix length of the VIP's network, e.g. 24")
+            cidr = None
+    if cidr is not None:
+        for addr in vip_addresses(options):
+            maxlen = addr.max_prefixlen
+            if cidr > maxlen:
+                bad("vip_cidr", f"vip_cidr {cidr} is longer than an IPv{addr.version} address",
+                    f"give a prefix length of at most {maxlen}")
+                continue
+            net = ipaddress.ip_network(f"{addr}/{cidr}", strict=False)
+            if addr.version == 4 and cidr <= 30 and addr in (net.network_address, net.broadcast_address):
+                bad("vip", f"vip {addr} is the network or broadcast address of {net}",
+                    f"pick a host address inside {net}")
+    if "vip_provider" in options and options["vip_provider"] not in PROVIDERS:
+        bad("vip_provider", f"vip_provider {options['vip_provider']!r} is not a VIP provider",
+            "use keepalived (VRRP, with a related keepalived) or pacemaker (with a related hacluster)")
+    if "balance" in options and options["balance"] not in BALANCE:
+        bad("balance", f"balance {options['balance']!r} is not a haproxy algorithm stackha "
+            "supports", "use one of " + ", ".join(BALANCE))
+    if "zone" in options:
+        z = options["zone"]
+        items = z if isinstance(z, list) else [z]
+        if not items or any(not isinstance(i, (str, int)) or isinstance(i, bool) for i in items):
+            bad("zone", f"zone {z!r} is not a zone name or a list of them",
+                "give one zone name for all units, or a list with one per unit")
+    if "unit_availability" in options:
+        a = _as_float(options["unit_availability"])
+        if a is None or not 0 < a < 1:
+            bad("unit_availability", f"unit_availability {options['unit_availability']!r} is "
+                "not a probability strictly between 0 and 1", "give e.g. 0.999 (a unit is up "
+                "99.9 % of the time)")
+    if "failover_seconds" in options:
+        f = _as_float(options["failover_seconds"])
+        if f is None or f < 0:
+            bad("failover_seconds", f"failover_seconds {options['failover_seconds']!r} is not "
+                "a non-negative number of seconds", "give e.g. 5")
+    if kind == "keepalived":
+        if "router_id" in options:
+            r = _as_int(options["router_id"])
+            if r is None or not 1 <= r <= 255:
+                bad("router_id", f"router_id {options['router_id']!r} is not a VRRP router id",
+                    "give a whole number from 1 to 255, unique on the network segment")
+        if "virtual_ip" in options:
+            for part in str(options["virtual_ip"]).split() or [""]:
+                try:
+                    ipaddress.ip_interface(part)
+                except ValueError:
+                    bad("virtual_ip", f"virtual_ip {part!r} is not an address[/prefix]",
+                        "give e.g. 198.18.100.250/24")
+    if kind == "hacluster":
+        if "corosync_mcastaddr" in options:
+            try:
+                ok = ipaddress.ip_address(str(options["corosync_mcastaddr"])).is_multicast
+            except ValueError:
+                ok = False
+            if not ok:
+                bad("corosync_mcastaddr", f"corosync_mcastaddr {options['corosync_mcastaddr']!r} "
+                    "is not a multicast address", "give an address in 224.0.0.0/4, e.g. 226.94.1.2")
+        if "corosync_transport" in options and str(options["corosync_transport"]) not in (
+                _MULTICAST_TRANSPORTS + _UNICAST_TRANSPORTS):
+            bad("corosync_transport", f"corosync_transport {options['corosync_transport']!r} is "
+                "not a Corosync transport", "use unicast (udpu) or multicast (udp)")
+        if "cluster_count" in options:
+            c = _as_int(options["cluster_count"])
+            if c is None or c < 1:
+                bad("cluster_count", f"cluster_count {options['cluster_count']!r} is not a "
+                    "positive whole number", "give the number of units of the principal, e.g. 3")
+    return problems
