@@ -43,3 +43,26 @@ def lab_factory(state_dir: Path):
     yield make
     for prefix in made:
         teardown(prefix, state_dir)
+
+
+@pytest.fixture
+def vip_overlay(tmp_path: Path):
+    """``make(bundle_text_or_path) -> Path``: an overlay moving the example's VIP into a /24 no lab
+    holds (198.18.101.0/24 upward), so lab tests can run beside the demo and each other."""
+    import yaml
+
+    from stackha.hosts.lab import LEASE_DIR
+
+    def make(app: str = "haproxy") -> tuple[Path, str]:
+        taken = {p.name for p in LEASE_DIR.iterdir()} if LEASE_DIR.is_dir() else set()
+        for third in range(101, 256):
+            if str(third) not in taken:
+                break
+        else:
+            pytest.fail("no free /24 for a test lab")
+        vip = f"198.18.{third}.250"
+        path = tmp_path / f"overlay-{third}.yaml"
+        path.write_text(yaml.safe_dump({"applications": {app: {"options": {"vip": vip}}}}))
+        return path, vip
+
+    return make

@@ -1,0 +1,231 @@
+"""Issue 4 acceptance: the data tier of examples/lab-control-plane.yaml deployed on a real lab.
+
+One lab is deployed once for the module (≈ a minute) and the tests run against it in order;
+the module's finalizer destroys it, also when a test failed.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stackha import cli
+from stackha.cli.deploy import run_deploy
+from stackha.engine.deploy import Deployment
+from stackha.errors import InvalidInput
+from stackha.hosts.lab import teardown
+from stackha.services import operator_for
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab-control-plane.yaml"
+DATA_TIER = {"galera", "rabbitmq-server", "haproxy", "keepalived"}
+
+
+def poll(predicate, deadline_s: float, interval_s: float = 0.2):
+    end = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > end:
+            return value
+        time.sleep(interval_s)
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root")
+    state = tmp_path_factory.mktemp("state")
+    overlay_dir = tmp_path_factory.mktemp("overlay")
+    from stackha.hosts.lab import LEASE_DIR
+    import yaml
+
+    taken = {p.name for p in LEASE_DIR.iterdir()} if LEASE_DIR.is_dir() else set()
+    third = next(t for t in range(101, 256) if str(t) not in taken)
+    overlay = overlay_dir / "vip.yaml"
+    overlay.write_text(yaml.safe_dump({"applications": {"haproxy": {"options": {"vip": f"198.18.{third}.250"}}}}))
+    prefix = "td" + secrets.token_hex(3)
+    old = cli.settings.state_dir
+    cli.settings.state_dir = state
+    t0 = time.monotonic()
+    try:
+        report = run_deploy(EXAMPLE, [overlay], prefix, only=DATA_TIER, quiet=True)
+        elapsed = time.monotonic() - t0
+        yield {"prefix": prefix, "state": state, "overlay": overlay, "report": report, "seconds": elapsed,
+               "d": Deployment.open(prefix, state)}
+    finally:
+        cli.settings.state_dir = old
+        teardown(prefix, state)
+
+
+def ctx(d, kind):
+    return next(c for c in d.contexts().values() if c.kind == kind)
+
+
+def test_every_data_tier_unit_active(cloud):
+    d = cloud["d"]
+    assert not cloud["report"].failed, cloud["report"].failed
+    print(f"data tier deployed in {cloud['seconds']:.1f} s")
+    for st in d.status():
+        if st.app in DATA_TIER:
+            assert all(u.state.value == "active" for u in st.units), (st.app, [(u.unit, u.state, u.message) for u in st.units])
+
+
+def test_mariadb_client_through_the_vip_sees_a_three_node_cluster(cloud):
+    d = cloud["d"]
+    galera = ctx(d, "galera")
+    user, password = operator_for("galera").client_credentials(galera)
+    res = d.client.run(["mariadb", "-h", str(galera.vip.ip), "-u", user, f"-p{password}", "-N", "-B",
+                        "-e", "SHOW STATUS LIKE 'wsrep_cluster_size'"], timeout=20)
+    assert res.ok, res.stderr
+    assert res.stdout.split() == ["wsrep_cluster_size", "3"]
+
+
+PIKA_SCRIPT = r"""
+import json, sys, uuid, pika
+urls = sys.argv[1].split(",")
+params = [pika.URLParameters(u) for u in urls]
+conn = pika.BlockingConnection(params)
+ch = conn.channel()
+ch.confirm_delivery()
+q = "stackha-test-" + uuid.uuid4().hex[:8]
+ok = ch.queue_declare(q, durable=True, arguments={"x-queue-type": "quorum"})
+sent = []
+for i in range(50):
+    body = uuid.uuid4().hex
+    ch.basic_publish("", q, body, pika.BasicProperties(delivery_mode=2), mandatory=True)
+    sent.append(body)
+got = []
+for _ in range(200):
+    m, props, body = ch.basic_get(q, auto_ack=False)
+    if m is None:
+        break
+    got.append(body.decode())
+    ch.basic_ack(m.delivery_tag)
+args = ch.queue_declare(q, passive=True)
+print(json.dumps({"sent": sent, "got": got}))
+ch.queue_delete(q)
+conn.close()
+"""
+
+
+def test_pika_publisher_with_confirms_and_consumer_on_a_quorum_queue(cloud):
+    d = cloud["d"]
+    rmq = ctx(d, "rabbitmq")
+    op = operator_for("rabbitmq")
+    user, password = op.client_credentials(rmq)
+    url = op.transport_url(rmq, user, password)
+    assert url.count("@") == 3  # every broker listed, no VIP
+    # pika wants one amqp:// URL per broker
+    hosts = url.split("://", 1)[1].rsplit("/", 1)[0].split(",")
+    urls = ",".join(f"amqp://{h}/%2F?connection_attempts=3&retry_delay=1" for h in hosts)
+    res = d.client.run([sys.executable, "-c", PIKA_SCRIPT, urls], timeout=120)
+    assert res.ok, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["got"] == out["sent"] and len(out["sent"]) == 50
+
+
+def test_deploying_again_changes_nothing(cloud):
+    report = run_deploy(EXAMPLE, [cloud["overlay"]], cloud["prefix"], only=DATA_TIER, quiet=True)
+    assert not report.failed
+    assert {a: c for a, c in report.changes.items() if c} == {}
+
+
+def test_killed_mariadbd_shows_within_5s_and_rejoins_by_ist(cloud):
+    d = cloud["d"]
+    galera = ctx(d, "galera")
+    victim = galera.units[1]
+    assert victim.host.signal("mariadbd", "KILL")
+    t0 = time.monotonic()
+
+    def unit_down():
+        st = d.observe_app(galera)
+        return next(u for u in st.units if u.unit == victim.name).state.value != "active"
+
+    assert poll(unit_down, 5.0), "status still shows the killed unit active after 5 s"
+    print(f"kill -9 seen by status after {time.monotonic() - t0:.2f} s")
+    log_before = len(victim.host.read_file("/srv/stackha/log/mariadbd.log") or b"")
+    done = d.recover({"galera"})
+    print("recover:", done)
+    st = d.observe_app(galera)
+    assert all(u.state.value == "active" for u in st.units), [(u.unit, u.message) for u in st.units]
+    log = (victim.host.read_file("/srv/stackha/log/mariadbd.log") or b"")[log_before:].decode(errors="replace")
+    assert "IST received" in log or "Receiving IST" in log, log[-3000:]
+    assert "Running: 'wsrep_sst_rsync" not in log, "the node rejoined by SST, not IST"
+
+
+def test_cold_start_recovers_primary_with_every_acknowledged_row(cloud):
+    d = cloud["d"]
+    galera = ctx(d, "galera")
+    user, password = operator_for("galera").client_credentials(galera)
+    vip = str(galera.vip.ip)
+    writer = r"""
+import json, sys, time, uuid, pymysql
+vip, user, pw, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+acked, end = [], time.monotonic() + seconds
+conn = None
+while time.monotonic() < end and len(acked) < 100000:
+    try:
+        if conn is None:
+            conn = pymysql.connect(host=vip, user=user, password=pw, connect_timeout=1, read_timeout=2,
+                                   write_timeout=2, autocommit=True)
+            with conn.cursor() as c:
+                c.execute("CREATE DATABASE IF NOT EXISTS coldstart")
+                c.execute("CREATE TABLE IF NOT EXISTS coldstart.t (id CHAR(32) PRIMARY KEY)")
+        i = uuid.uuid4().hex
+        with conn.cursor() as c:
+            c.execute("INSERT INTO coldstart.t (id) VALUES (%s)", (i,))
+        acked.append(i)
+    except Exception:
+        conn = None
+        time.sleep(0.05)
+print(json.dumps(acked))
+"""
+    d.client.write_file("/srv/test/writer.py", writer)
+    proc = subprocess.Popen(
+        d.client._wrap([sys.executable, "/srv/test/writer.py", vip, user, password, "6"], None),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2.0)  # let the writer commit rows before the power cut (it runs 6 s in all)
+    for u in galera.units:
+        u.host.power_off()
+    out, err = proc.communicate(timeout=60)
+    acked = json.loads(out.decode().strip().splitlines()[-1])
+    assert len(acked) > 10, err.decode()[-2000:]
+    t0 = time.monotonic()
+    for u in galera.units:
+        u.host.power_on()
+    done = d.recover({"galera"})
+    print(f"cold start recovered in {time.monotonic() - t0:.1f} s: {done}")
+    st = d.observe_app(galera)
+    assert all(u.state.value == "active" for u in st.units), [(u.unit, u.message) for u in st.units]
+    assert all(u.facts.get("wsrep_cluster_status") == "Primary" for u in st.units)
+    res = galera.units[0].host.run(
+        ["mariadb", "-h", str(galera.units[0].address), "-u", user, f"-p{password}", "-N", "-B",
+         "-e", "SELECT id FROM coldstart.t"], timeout=30)
+    assert res.ok, res.stderr
+    present = set(res.stdout.split())
+    lost = [i for i in acked if i not in present]
+    assert lost == [], f"{len(lost)} acknowledged rows lost of {len(acked)}"
+
+
+def test_two_galera_units_or_a_vip_outside_the_lab_are_refused_before_anything_starts(cloud, tmp_path):
+    text = EXAMPLE.read_text()
+    two = tmp_path / "two.yaml"
+    two.write_text(text.replace('num_units: 3\n    to: ["0", "1", "2"]\n  rabbitmq',
+                                'num_units: 2\n    to: ["0", "1"]\n  rabbitmq', 1))
+    assert "num_units: 2" in two.read_text()
+    with pytest.raises(InvalidInput, match="(?i)quorum"):
+        run_deploy(two, [], "tref" + secrets.token_hex(2), quiet=True)
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(text.replace("vip: 198.18.100.250", "vip: 198.18.99.250"))
+    before = sorted(h for h in cloud["d"].lab.hosts)
+    with pytest.raises(InvalidInput, match="outside"):
+        run_deploy(outside, [], cloud["prefix"], quiet=True)
+    assert sorted(Deployment.open(cloud["prefix"], cloud["state"]).lab.hosts) == before
+    assert not (cloud["state"] / "deployments").joinpath("tref").exists()
