@@ -191,7 +191,14 @@ print(json.dumps(acked))
     proc = subprocess.Popen(
         d.client._wrap([sys.executable, "/srv/test/writer.py", vip, user, password, "6"], None),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(2.0)  # let the writer commit rows before the power cut (it runs 6 s in all)
+
+    def rows_committed() -> bool:
+        r = galera.units[0].host.run(["mariadb", "-h", str(galera.units[0].address), "-u", user, f"-p{password}",
+                                      "-N", "-B", "-e", "SELECT COUNT(*) FROM coldstart.t"], timeout=10)
+        return r.ok and int(r.stdout.strip() or 0) >= 20
+
+    # Cut the power while the writer runs (it runs 6 s in all), once it has committed rows.
+    assert poll(rows_committed, 5.0, 0.1), "the writer committed nothing through the VIP"
     for u in galera.units:
         u.host.power_off()
     out, err = proc.communicate(timeout=60)
