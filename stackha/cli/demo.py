@@ -116,12 +116,12 @@ def demo(
     try:
         with phases.step("1. analyze the bundle",
                          "the design has no single point of failure, before anything runs"):
-            from stackha.cli.analyze import print_report  # noqa: F401  (keeps the two verbs consistent)
+            from stackha.cli.analyze import print_report
             from stackha.model import load_bundle
             from stackha.model.analysis import analyze
 
             report = analyze(load_bundle(bundle))
-            print_report(report)
+            print_report(console, report, f"stackha analyze {bundle.name}")
         with phases.step("2. deploy the HA control plane",
                          "Galera ×3, RabbitMQ ×3, Keystone ×3 and an HAProxy pair with a keepalived VIP come up from a bundle"):
             rep = run_deploy(bundle, [], prefix)
