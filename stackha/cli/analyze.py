@@ -18,10 +18,11 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stackha.errors import InvalidInput
-from stackha.model import load_bundle
+from stackha.model import BundleError, load_bundle
 from stackha.model.analysis import AnalysisReport, analyze
 from stackha.model.availability import Figure, format_duration
 
@@ -67,13 +68,14 @@ def _figure_cells(fig: Figure) -> list[str]:
 
 def print_report(console: Console, report: AnalysisReport, title: str) -> None:
     """Print the findings table, the availability table and the summary line."""
-    console.print(f"[bold]{title}[/]", highlight=False)
+    console.print(f"[bold]{escape(title)}[/]", highlight=False)
     if report.findings:
         t = Table(title="Findings", title_justify="left", show_lines=False)
         for col in ("severity", "code", "path", "message", "fix"):
             t.add_column(col, overflow="fold")
         for f in report.findings:
-            t.add_row(f"[{_STYLE[f.severity]}]{f.severity}[/]", f.code, f.path, f.message, f.fix)
+            t.add_row(f"[{_STYLE[f.severity]}]{f.severity}[/]", f.code, escape(f.path),
+                      escape(f.message), escape(f.fix))
         console.print(t)
     else:
         console.print("Findings: none")
@@ -85,9 +87,9 @@ def print_report(console: Console, report: AnalysisReport, title: str) -> None:
         t.add_column(col, overflow="fold")
     for name, a in av.applications.items():
         c = report.classification[name]
-        t.add_row(name, a.kind, c.state, c.mode, a.model, *_figure_cells(a.figure))
+        t.add_row(escape(name), a.kind, c.state, c.mode, escape(a.model), *_figure_cells(a.figure))
     if av.cloud is not None:
-        t.add_row("[bold]cloud[/]", "", "", "", "request: " + " → ".join(av.cloud.path),
+        t.add_row("[bold]cloud[/]", "", "", "", "request: " + escape(" → ".join(av.cloud.path)),
                   *[f"[bold]{c}[/]" for c in _figure_cells(av.cloud.figure)])
     console.print(t)
     if av.cloud is not None:
@@ -119,7 +121,11 @@ def register(app: typer.Typer) -> None:
         """
         if unit_availability is not None and not 0 < unit_availability < 1:
             raise InvalidInput(f"--unit-availability {unit_availability:g} is not strictly between 0 and 1")
-        b = load_bundle(bundle, overlay)
+        try:
+            b = load_bundle(bundle, overlay)
+        except BundleError as exc:
+            # the CLI prints errors as rich markup: keep user text such as "[/x]" literal
+            raise InvalidInput(escape(str(exc))) from exc
         report = analyze(b, unit_availability=unit_availability)
         if output is OutputFormat.json:
             typer.echo(json.dumps(report_json(report, bundle, list(overlay)), indent=2))

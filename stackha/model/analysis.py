@@ -223,6 +223,10 @@ def _spof(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
             continue
         need = _needed(app.kind, n, 0)
         by_machine = Counter(u.machine for u in us)
+        if quorum and max(by_machine.values()) == 1:
+            # one unit per machine: only a 2-member cluster loses quorum with one machine, and the
+            # quorum check reports that with its reason
+            by_machine = Counter()
         for machine, count in by_machine.items():
             if n - count < need:
                 if count == n:

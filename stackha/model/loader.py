@@ -375,13 +375,13 @@ def _check_doc(raw: Any, source: str, base_dir: Path | None, is_base: bool) -> t
     rels = raw.get("relations")
     if rels is not None and not isinstance(rels, list):
         bad("relations", "relations must be a list of pairs",
-            "give relations as - [app-a:endpoint, app-b:endpoint]")
+            "give relations as a list of pairs, each pair a two-item list such as keystone:shared-db, galera:shared-db")
     elif rels:
         for i, rel in enumerate(rels):
             rpath = f"relations[{i}]"
             if not isinstance(rel, list) or len(rel) != 2:
                 bad(rpath, f"relation {rel!r} is not a pair",
-                    "give each relation as - [app-a:endpoint, app-b:endpoint]")
+                    "give each relation as a two-item list, e.g. keystone:shared-db, galera:shared-db")
                 continue
             a, b = rel
             # legacy form: one end related to a list of ends

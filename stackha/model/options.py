@@ -247,7 +247,7 @@ def check_options(app: str, kind: str | None, options: dict[str, Any]) -> list[P
                 try:
                     ipaddress.ip_interface(part)
                 except ValueError:
-                    bad("virtual_ip", f"virtual_ip {part!r} is not an address[/prefix]",
+                    bad("virtual_ip", f"virtual_ip {part!r} is not an address or address/prefix",
                         "give e.g. 198.18.100.250/24")
     if kind == "hacluster":
         if "corosync_mcastaddr" in options:

@@ -47,7 +47,7 @@ class BundleError(InvalidInput):
     """A bundle (or overlay) that cannot be loaded; exit code 2.
 
     Attributes:
-        problems: every problem found, in file order (never only the first one).
+        problems: every problem found (never only the first one), document by document.
 
     ``str(err)`` lists every problem, one per line.
     """
