@@ -1,0 +1,197 @@
+"""The checker: from probe logs and the final state, what the cloud acknowledged and kept.
+
+Pure functions, no I/O.  Inputs are the JSONL records the probe agent wrote
+(:mod:`stackha.verify.agent`): operation records ``{"probe", "op", "id", "start", "end", "ok",
+"error"}`` (times in wall-clock seconds) and event records (``"event"`` key, ignored here).
+
+Per probe the checker gives (:class:`ProbeResult`):
+
+- ``longest_gap_ms`` — the longest time between two consecutive acknowledged operations (their
+  ``end`` times); when the probe ended on failures, the open gap from the last success to the end
+  of the last operation counts too (``gap_open``);
+- ``failed`` — operations that were not acknowledged;
+- ``lost`` — acknowledged operations missing from the final state (MySQL: rows read back through
+  the VIP after recovery; AMQP: messages consumed).  Any → verdict ``"lost"``;
+- ``failed_but_committed`` — operations reported failed that the final state holds anyway (a
+  timeout after the commit, a confirm lost with its connection: LAB-NOTES "Galera");
+- ``duplicates`` — extra copies in the final state (AMQP redeliveries after a consumer's
+  connection broke before its ack).
+
+Verdicts: ``"lost"`` (an acknowledged operation is missing), ``"unverified"`` (the final state
+could not be read, so nothing can be claimed), ``"no-success"`` (the probe never succeeded: the
+measurement is void), else ``"ok"``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+VERDICT_OK = "ok"
+VERDICT_LOST = "lost"
+VERDICT_UNVERIFIED = "unverified"
+VERDICT_NO_SUCCESS = "no-success"
+#: Verdicts that make ``stackha verify`` exit non-zero.
+FAILING_VERDICTS = (VERDICT_LOST, VERDICT_UNVERIFIED, VERDICT_NO_SUCCESS)
+MAX_LISTED = 20  # ids listed in a result (counts are always complete)
+
+
+def parse_jsonl(text: str | bytes | None) -> tuple[list[dict], int]:
+    """Records of a JSONL log and the number of lines that did not parse (a torn last line of a
+    killed writer).  ``None`` (no file) gives ``([], 0)``."""
+    if text is None:
+        return [], 0
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    out, bad = [], 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+        else:
+            bad += 1
+    return out, bad
+
+
+def operations(records: Iterable[dict], op: str | None = None) -> list[dict]:
+    """Operation records (those with ``op`` and ``id``), optionally only of kind ``op``, by start time."""
+    ops = [r for r in records if "op" in r and "id" in r and (op is None or r["op"] == op)]
+    return sorted(ops, key=lambda r: (r.get("start", 0.0), r.get("end", 0.0)))
+
+
+@dataclass
+class Gap:
+    """The longest gap between acknowledged operations: ``ms``, from ``start`` to ``end`` (wall s).
+
+    ``open``: the probe ended before the next success (the gap runs to its last operation)."""
+
+    ms: float = 0.0
+    start: float | None = None
+    end: float | None = None
+    open: bool = False
+
+
+def longest_gap(ops: list[dict]) -> Gap:
+    """The longest time between consecutive successes' ``end`` times (ms), see the module doc.
+
+    With no success at all the gap spans every operation (``open``)."""
+    if not ops:
+        return Gap()
+    ends = sorted(float(r["end"]) for r in ops if r.get("ok"))
+    last_end = max(float(r.get("end", r.get("start", 0.0))) for r in ops)
+    if not ends:
+        first = min(float(r.get("start", 0.0)) for r in ops)
+        return Gap((last_end - first) * 1000.0, first, last_end, True)
+    best = Gap()
+    for a, b in zip(ends, ends[1:]):
+        if (b - a) * 1000.0 > best.ms:
+            best = Gap((b - a) * 1000.0, a, b, False)
+    if last_end > ends[-1] and (last_end - ends[-1]) * 1000.0 > best.ms:
+        best = Gap((last_end - ends[-1]) * 1000.0, ends[-1], last_end, True)
+    return best
+
+
+def top_errors(ops: list[dict], n: int = 3) -> list[tuple[str, int]]:
+    """The ``n`` most frequent error messages of failed operations, with their counts."""
+    c = Counter((r.get("error") or "failed")[:160] for r in ops if not r.get("ok"))
+    return c.most_common(n)
+
+
+@dataclass
+class ProbeResult:
+    """What one probe saw during one scenario run (see the module docstring for each figure)."""
+
+    probe: str
+    operations: int = 0
+    acknowledged: int = 0
+    failed: int = 0
+    longest_gap_ms: float = 0.0
+    gap_start: float | None = None
+    gap_end: float | None = None
+    gap_open: bool = False
+    lost: int = 0
+    lost_ids: list[str] = field(default_factory=list)
+    failed_but_committed: int = 0
+    duplicates: int = 0
+    final_state: bool = True
+    errors: list[tuple[str, int]] = field(default_factory=list)
+    verdict: str = VERDICT_OK
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _base(probe: str, ops: list[dict]) -> ProbeResult:
+    gap = longest_gap(ops)
+    ok = sum(1 for r in ops if r.get("ok"))
+    return ProbeResult(probe=probe, operations=len(ops), acknowledged=ok, failed=len(ops) - ok,
+                       longest_gap_ms=round(gap.ms, 1), gap_start=gap.start, gap_end=gap.end, gap_open=gap.open,
+                       errors=top_errors(ops))
+
+
+def _verdict(res: ProbeResult) -> ProbeResult:
+    if res.lost:
+        res.verdict = VERDICT_LOST
+    elif not res.final_state:
+        res.verdict = VERDICT_UNVERIFIED
+    elif res.operations and not res.acknowledged:
+        res.verdict = VERDICT_NO_SUCCESS
+    else:
+        res.verdict = VERDICT_OK
+    return res
+
+
+def check_stored(probe: str, ops: list[dict], stored_ids: Iterable[str] | None) -> ProbeResult:
+    """A probe whose operations write ids that the final state holds (MySQL INSERTs, AMQP
+    messages): ``stored_ids`` lists every copy found after recovery (repeats are duplicates);
+    ``None`` means the final state could not be read (verdict ``unverified``)."""
+    res = _base(probe, ops)
+    if stored_ids is None:
+        res.final_state = False
+        return _verdict(res)
+    copies = Counter(stored_ids)
+    acked = [r["id"] for r in ops if r.get("ok")]
+    lost = [i for i in acked if i not in copies]
+    res.lost, res.lost_ids = len(lost), lost[:MAX_LISTED]
+    res.failed_but_committed = sum(1 for r in ops if not r.get("ok") and r["id"] in copies)
+    res.duplicates = sum(n - 1 for n in copies.values() if n > 1)
+    return _verdict(res)
+
+
+def check_mysql(records: list[dict], present_ids: Iterable[str] | None) -> ProbeResult:
+    """MySQL probe: every acknowledged INSERT's id must be in ``present_ids`` (read back through
+    the VIP after recovery; None if that read failed)."""
+    return check_stored("mysql", operations(records, "insert"), present_ids)
+
+
+def check_amqp(publish_records: list[dict], consume_records: list[dict] | None) -> ProbeResult:
+    """AMQP probe: every confirmed publish must have been consumed; deliveries of one message
+    beyond the first are duplicates.  ``consume_records`` None: the consumer's log is missing."""
+    consumed = None if consume_records is None else [r["id"] for r in operations(consume_records, "consume")]
+    return check_stored("amqp", operations(publish_records, "publish"), consumed)
+
+
+def check_keystone(records: list[dict]) -> ProbeResult:
+    """Keystone probe (token issue + validate): gaps and failures; it stores nothing to lose."""
+    return _verdict(_base("keystone", operations(records, "token")))
+
+
+def first_success_after(ops: list[dict], t: float) -> float | None:
+    """Seconds from wall time ``t`` to the end of the first acknowledged operation that started at
+    or after ``t`` (None if there is none) — e.g. token issue after a cold start's power-on."""
+    ends = [float(r["end"]) for r in ops if r.get("ok") and float(r.get("start", 0.0)) >= t]
+    return round(min(ends) - t, 3) if ends else None
+
+
+def failing(results: Iterable[ProbeResult]) -> list[ProbeResult]:
+    """Results whose verdict must make the run fail (lost, unverified, no-success)."""
+    return [r for r in results if r.verdict in FAILING_VERDICTS]
