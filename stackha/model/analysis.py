@@ -44,6 +44,7 @@ units; Pacemaker remote nodes do not vote.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
 __all__ = ["AnalysisReport", "Classification", "Finding", "analyze"]
 
 _SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+Add = Callable[[Finding], None]
 
 
 class Classification(BaseModel):
@@ -141,7 +143,7 @@ def analyze(bundle: Bundle, *, unit_availability: float | None = None) -> Analys
                           availability=estimate(bundle, unit_availability))
 
 
-def _keys(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
+def _keys(bundle: Bundle, add: Add) -> None:
     def report(path: str, key: str, understood: tuple[str, ...], juju: tuple[str, ...]) -> None:
         if key in juju:
             add(Finding(severity="info", code="ignored-key", path=path,
@@ -177,7 +179,7 @@ def _keys(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
                         message="charm options kept but not read by stackha: " + ", ".join(ignored)))
 
 
-def _charms(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
+def _charms(bundle: Bundle, add: Add) -> None:
     for name, app in bundle.applications.items():
         path = f"applications.{name}.charm"
         if app.kind is None:
@@ -195,14 +197,15 @@ def _charms(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
                         message=f"no unit is placed on machine {mid}"))
 
 
-def _needed(kind: str | None, n: int, machines: int) -> int:
+def _needed(kind: str | None, n: int) -> int:
+    """Units ``kind`` needs up out of ``n``: a majority for quorum kinds, else one."""
     info = KINDS.get(kind or "")
     if info is not None and info.model is Model.QUORUM:
         return n // 2 + 1
     return 1
 
 
-def _spof(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
+def _spof(bundle: Bundle, add: Add) -> None:
     units = bundle.all_units()
     zones = {u.zone for us in units.values() for u in us if u.zone is not None}
     for name, app in bundle.applications.items():
@@ -221,7 +224,7 @@ def _spof(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
                         f"{app.kind or 'the application'}",
                         fix="set num_units: 3 and place the units on different machines"))
             continue
-        need = _needed(app.kind, n, 0)
+        need = _needed(app.kind, n)
         by_machine = Counter(u.machine for u in us)
         if quorum and max(by_machine.values()) == 1:
             # one unit per machine: only a 2-member cluster loses quorum with one machine, and the
@@ -247,7 +250,7 @@ def _spof(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
                                 fix=f"spread {name} over the zones ({', '.join(sorted(zones))})"))
 
 
-def _quorum_size_finding(path: str, what: str, n: int, add) -> None:  # type: ignore[no-untyped-def]
+def _quorum_size_finding(path: str, what: str, n: int, add: Add) -> None:
     if n == 2:
         add(Finding(severity="warning", code="quorum", path=path,
                     message=f"{what} has 2 members: a majority of 2 is 2, so losing either one "
@@ -260,7 +263,7 @@ def _quorum_size_finding(path: str, what: str, n: int, add) -> None:  # type: ig
                     fix=f"use an odd count ({n - 1} or {n + 1})"))
 
 
-def _quorum(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
+def _quorum(bundle: Bundle, add: Add) -> None:
     for name, app in bundle.applications.items():
         info = KINDS.get(app.kind or "")
         if info is None:
@@ -286,7 +289,7 @@ def _quorum(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
                             "never forms", fix=f"set cluster_count: {size}, or add units"))
 
 
-def _vips(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
+def _vips(bundle: Bundle, add: Add) -> None:
     for name, app in bundle.applications.items():
         if app.subordinate:
             if app.kind == "keepalived":
@@ -324,7 +327,7 @@ def _vips(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
                         fix="set vip_provider: keepalived or pacemaker, and remove the other relation"))
 
 
-def _conflicts(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
+def _conflicts(bundle: Bundle, add: Add) -> None:
     by_router: dict[int, list[str]] = defaultdict(list)
     by_mcast: dict[str, list[str]] = defaultdict(list)
     for name, app in bundle.applications.items():
@@ -351,7 +354,7 @@ def _conflicts(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
                         fix="give each hacluster its own corosync_mcastaddr (seed 000: 226.94.1.N)"))
 
 
-def _relations(bundle: Bundle, add) -> None:  # type: ignore[no-untyped-def]
+def _relations(bundle: Bundle, add: Add) -> None:
     apps = bundle.applications
     vaults = [n for n, a in apps.items() if a.kind == "vault"]
     with_certs = {o for v in vaults for o in bundle.related(v)}

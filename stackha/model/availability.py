@@ -192,8 +192,6 @@ def format_duration(seconds: float) -> str:
         value, unit = seconds / 60, "minutes"
     elif seconds >= 1e-3 or seconds == 0:
         value, unit = seconds, "seconds"
-    elif seconds >= 1e-6:
-        value, unit = seconds * 1e3, "ms"
     else:
         value, unit = seconds * 1e6, "µs"
     return f"~{value:.3g} {unit}"
@@ -364,9 +362,13 @@ def request_path(bundle: Bundle) -> tuple[list[str], bool]:
             if okind == "haproxy" or okind in deps or (
                     "*backends" in deps and not apps[other].subordinate):
                 queue.append(other)
-    principals = [n for n in seen if not apps[n].subordinate]
-    tier = {"haproxy": 0}
-    principals.sort(key=lambda n: (tier.get(apps[n].kind or "", 1 if KINDS[apps[n].kind or "keystone"].api else 2)))
+    def tier(name: str) -> int:
+        kind = apps[name].kind
+        if kind == "haproxy":
+            return 0
+        return 1 if kind in KINDS and KINDS[kind].api else 2
+
+    principals = sorted((n for n in seen if not apps[n].subordinate), key=tier)
     return principals, True
 
 

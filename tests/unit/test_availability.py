@@ -115,6 +115,8 @@ def test_percent_text_shows_the_nines() -> None:
     assert Figure.from_unavailability(2.98e-4).percent_text() == "99.9702 %"
     assert Figure.from_unavailability(0.01).nines_text() == "2.0"
     assert Figure.from_unavailability(0.0).percent_text() == "100 %"
+    assert format_duration(1e-9 * 86400) == "~86.4 µs"
+    assert format_duration(0) == "~0 seconds"
 
 
 def test_lab_estimate_is_honest_arithmetic() -> None:
