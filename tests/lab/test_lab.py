@@ -233,7 +233,7 @@ def test_cli_bad_input_gives_one_line_errors_and_no_partial_lab(lab_factory, sta
         (("lab", "up", "--prefix", lab.prefix, "--hosts", "1"), "in use"),
         (("lab", "up", "--prefix", "tbig", "--hosts", str(MAX_HOSTS + 1)), "hosts"),
         (("lab", "up", "--prefix", "Bad-Name", "--hosts", "1"), "prefix"),
-        (("lab", "up", "--prefix", "tsub", "--hosts", "1", "--subnet", "<private-range address>/24"), "198.18.0.0/15"),
+        (("lab", "up", "--prefix", "tsub", "--hosts", "1", "--subnet", "203.0.113.0/24"), "198.18.0.0/15"),
         (("lab", "power-off", "nohyphen"), "full name"),
     ]
     for args, needle in cases:
