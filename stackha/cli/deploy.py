@@ -177,6 +177,28 @@ def recover(
         console.print("every unit is active; nothing to recover")
 
 
+def supervise(
+    lab: str = typer.Option(..., "--lab", help="Lab prefix."),
+    interval: float = typer.Option(2.0, "--interval", help="Seconds between two observations."),
+    duration: float = typer.Option(600.0, "--duration", help="Stop after this many seconds (bounded)."),
+) -> None:
+    """Watch the cloud and recover what fails, with no operator action (bounded in time):
+    every INTERVAL s, observe every application and run its recovery when a unit is not active —
+    e.g. the Galera cold start after every controller was powered off and on."""
+    from stackha.engine.deploy import Deployment
+
+    if not 0 < interval <= 60 or not 0 < duration <= 86400:
+        raise InvalidInput("--interval must be in (0, 60] s and --duration in (0, 86400] s")
+    d = Deployment.open(lab, _state())
+    end = time.monotonic() + duration
+    while time.monotonic() < end:
+        t0 = time.monotonic()
+        done = d.recover(None, lambda a, m: console.print(f"{time.strftime('%H:%M:%S')} {a}: {m}"))
+        if done:
+            console.print(f"{time.strftime('%H:%M:%S')} recovery pass took {time.monotonic() - t0:.1f} s")
+        time.sleep(max(0.0, min(interval, end - time.monotonic())))
+
+
 def resolved(
     unit: str = typer.Argument(..., help="The unit in error, e.g. galera/1."),
     lab: str = typer.Option(..., "--lab", help="Lab prefix."),
@@ -207,5 +229,6 @@ def register(app: typer.Typer) -> None:
     app.command()(deploy)
     app.command()(status)
     app.command()(recover)
+    app.command()(supervise)
     app.command()(resolved)
     app.command()(destroy)
