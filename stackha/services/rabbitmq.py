@@ -1,0 +1,651 @@
+"""RabbitMQ 3.10 (Erlang 25) as a cluster of ≥ 3 nodes, one per unit.
+
+How a node runs (LAB-NOTES "RabbitMQ 3.10 / Erlang 25"): ``/usr/lib/rabbitmq/bin/rabbitmq-server``
+is started directly (the ``/usr/sbin`` wrapper would switch paths), as user ``rabbitmq``, with
+every path under :data:`BASE` (``/srv/rabbitmq``, the host's disk) passed in the environment
+(:func:`node_env`): long node names ``rabbit@<lab address>`` (no /etc/hosts needed), HOME holding
+the Erlang cookie (a generated secret, mode 0400).  ``RABBITMQ_ALLOW_INPUT`` makes the script
+``exec`` the VM, so the tracked daemon PID *is* the Erlang VM: a kill -9 of daemon ``rabbitmq``
+kills the node, and TERM stops it cleanly.  epmd is a daemon of its own (``rabbitmq-epmd``) and
+both the VM and the CLI run with ``-start_epmd false``, so no untracked epmd is ever left behind;
+:meth:`RabbitMQOperator.stop_unit` stops both by PID, and a power-off kills them with the host.
+
+Cluster formation: every node boots alone, then each node that is not yet a member joins the
+seed (stop_app, reset, join_cluster rabbit@<seed>, start_app) — the procedure of the clustering
+guide.  Network splits: ``cluster_partition_handling = pause_minority``.
+
+Quorum queues by default: RabbitMQ 3.10 cannot set a queue's *type* by policy (``x-queue-type``
+is fixed at declaration) and has no ``default_queue_type`` config key (3.13+), but it has the
+per-vhost *default queue type* metadata (``rabbitmqctl add_vhost --default-queue-type quorum``,
+virtual_host_metadata feature flag).  Checked with the real 3.10.8 binary: in such a vhost a
+*durable* queue declared without ``x-queue-type`` becomes a quorum queue, while non-durable,
+exclusive and auto-delete queues stay classic (they cannot be quorum queues; oslo.messaging's
+reply and fanout queues are of that kind).  3.10 has no command to change the metadata of an
+existing vhost, so stackha re-creates the default vhost ``/`` with that metadata while it is
+still empty (first deploy), and creates every vhost :meth:`ensure_user` needs the same way.
+OpenStack services should still set ``[oslo_messaging_rabbit] rabbit_quorum_queue = true`` so
+their queues are durable (oslo's default declares non-durable queues, which stay classic).
+
+Clients get every broker in their transport URL (:meth:`RabbitMQOperator.transport_url`), as the
+OpenStack HA guide recommends, instead of a VIP.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import quote, unquote, urlsplit
+
+from stackha.errors import InvalidInput, UserError
+from stackha.hosts.base import CommandResult, CommandTimeout, Host, HostDown, HostError
+from stackha.services.base import (
+    AppContext,
+    AppStatus,
+    Frontend,
+    RenderedFile,
+    Unit,
+    UnitStatus,
+    WorkloadState,
+    install_files,
+    render_template,
+)
+
+VERSION = "3.10"
+BASE = "/srv/rabbitmq"
+HOME = f"{BASE}/home"
+COOKIE = f"{HOME}/.erlang.cookie"
+CONFIG_FILE = f"{BASE}/rabbitmq.conf"
+CONF_ENV_FILE = f"{BASE}/rabbitmq-env.conf"
+PLUGINS_FILE = f"{BASE}/enabled_plugins"
+PID_FILE = f"{BASE}/rabbitmq.pid"
+MNESIA_BASE = f"{BASE}/mnesia"
+LOG_BASE = f"{BASE}/log"
+CTL_WRAPPER = f"{BASE}/rabbitmqctl"
+BIN_DIR = "/usr/lib/rabbitmq/bin"
+SERVER = f"{BIN_DIR}/rabbitmq-server"
+CTL = f"{BIN_DIR}/rabbitmqctl"
+DIAGNOSTICS = f"{BIN_DIR}/rabbitmq-diagnostics"
+EPMD = "/usr/bin/epmd"
+USER = "rabbitmq"
+AMQP_PORT = 5672
+DIST_PORT = 25672
+EPMD_PORT = 4369
+DAEMON = "rabbitmq"
+EPMD_DAEMON = "rabbitmq-epmd"
+MIN_UNITS = 3
+CLIENT_USER = "stackha-client"
+COOKIE_SECRET = "erlang-cookie"
+
+#: Seconds.  Boot of one node measured ≈ 6 s alone; a cold start waits for its peers.
+STARTUP_TIMEOUT_S = 120.0
+#: Seconds :meth:`RabbitMQOperator.recover` waits for restarted nodes while some hosts are off:
+#: one mnesia table-loading retry period (30 s) plus margin; nodes that need an absent peer
+#: are still waiting after it.
+PEER_WAIT_S = 45.0
+#: Seconds the CLI may take in :meth:`RabbitMQOperator.observe` before the node counts as unresponsive.
+OBSERVE_TIMEOUT_S = 4.0
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Timer values for one ``app.tuning``; None keeps RabbitMQ's default.
+
+    ``net_ticktime`` (s): Erlang distribution tick time — how long a silent peer (power loss, cut
+    link) takes to be declared down; stock 60 s.  ``heartbeat`` (s): AMQP heartbeat the broker
+    proposes; stock 60 s.
+    """
+
+    net_ticktime: int | None
+    heartbeat: int | None
+
+
+#: "stackha": 10 s tick time (silent peer down in 7.5–12.5 s instead of 45–75 s, so
+#: pause_minority and the cluster view react fast; the net tick guide warns that much lower
+#: values cause false positives under load) and 10 s AMQP heartbeats (the heartbeat guide's
+#: 5–20 s sweet spot).  A killed process needs neither: its peers see the TCP close at once.
+#: "stock": the package defaults, the benchmark baseline.
+TUNINGS = {
+    "stackha": Tuning(net_ticktime=10, heartbeat=10),
+    "stock": Tuning(net_ticktime=None, heartbeat=None),
+}
+
+
+class RabbitMQError(UserError):
+    """A RabbitMQ operation failed (a node would not start, a join failed); the message says which."""
+
+
+def node_name(unit: Unit) -> str:
+    """The Erlang node name of a unit: ``rabbit@<lab address>`` (long names)."""
+    return f"rabbit@{unit.address}"
+
+
+def node_env(unit: Unit) -> dict[str, str]:
+    """The environment for ``rabbitmq-server`` and the CLI of ``unit`` (LAB-NOTES): node name,
+    listener address and every path under :data:`BASE`, HOME holding the cookie."""
+    addr = str(unit.address)
+    return {
+        "RABBITMQ_USE_LONGNAME": "true",
+        "RABBITMQ_NODENAME": node_name(unit),
+        "RABBITMQ_NODE_IP_ADDRESS": addr,
+        "RABBITMQ_NODE_PORT": str(AMQP_PORT),
+        "RABBITMQ_DIST_PORT": str(DIST_PORT),
+        "RABBITMQ_MNESIA_BASE": MNESIA_BASE,
+        "RABBITMQ_LOG_BASE": LOG_BASE,
+        "RABBITMQ_CONFIG_FILE": CONFIG_FILE,
+        "RABBITMQ_CONF_ENV_FILE": CONF_ENV_FILE,
+        "RABBITMQ_ENABLED_PLUGINS_FILE": PLUGINS_FILE,
+        "RABBITMQ_PID_FILE": PID_FILE,
+        "HOME": HOME,
+    }
+
+
+def transport_url(brokers: Sequence[tuple[str, int]], user: str, password: str, vhost: str = "/") -> str:
+    """An oslo.messaging transport URL listing every broker:
+    ``rabbit://u:p@a1:5672,u:p@a2:5672,u:p@a3:5672/vhost``.  The default vhost ``/`` is written
+    as an empty path (oslo's convention); other vhosts are percent-encoded."""
+    if not brokers:
+        raise InvalidInput("transport_url needs at least one broker")
+    cred = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    hosts = ",".join(f"{cred}@{addr}:{port}" for addr, port in brokers)
+    path = "" if vhost == "/" else quote(vhost, safe="")
+    return f"rabbit://{hosts}/{path}"
+
+
+@dataclass(frozen=True)
+class Broker:
+    """One broker of a transport URL (see :func:`parse_transport_url`)."""
+
+    user: str
+    password: str
+    host: str
+    port: int
+    vhost: str
+
+    def amqp_url(self) -> str:
+        """The same broker as a pika/AMQP URL (``amqp://u:p@host:port/%2F``)."""
+        return (f"amqp://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}/"
+                f"{quote(self.vhost, safe='')}")
+
+
+def parse_transport_url(url: str) -> list[Broker]:
+    """The brokers of an oslo.messaging ``rabbit://`` URL, in order (an empty path is vhost "/").
+    Raises :class:`InvalidInput` for another scheme or a broker without user or host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("rabbit", "amqp"):
+        raise InvalidInput(f"not a rabbit:// transport URL: scheme {parts.scheme!r}")
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    out = []
+    for piece in parts.netloc.split(","):
+        p = urlsplit("//" + piece)
+        if not p.username or not p.hostname:
+            raise InvalidInput(f"transport URL broker {piece.split('@')[-1]!r} lacks a user or host")
+        out.append(Broker(unquote(p.username), unquote(p.password or ""), p.hostname, p.port or AMQP_PORT, vhost))
+    return out
+
+
+T = TypeVar("T")
+
+
+def _parallel(items: Sequence[Any], fn: Callable[[Any], T]) -> list[T]:
+    """``fn`` over ``items`` in threads, results in order (exceptions re-raised)."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(fn, items))
+
+
+class RabbitMQOperator:
+    """Operator of kind ``rabbitmq`` (see the module docstring for how nodes run and cluster).
+
+    Public methods: :meth:`render`, :meth:`apply`, :meth:`observe`, :meth:`recover`,
+    :meth:`stop_unit`, :meth:`stop`, :meth:`ensure_user`, :meth:`transport_url`,
+    :meth:`client_credentials`, :meth:`frontends`.
+    """
+
+    kind = "rabbitmq"
+
+    # ------------------------------------------------------------------ pure
+    def check(self, app: AppContext) -> None:
+        """Raise :class:`InvalidInput` unless ``app`` has ≥ 3 units (pause_minority and quorum
+        queues need a majority that survives one loss) and a known tuning."""
+        if len(app.units) < MIN_UNITS:
+            raise InvalidInput(
+                f"{app.name}: RabbitMQ needs at least {MIN_UNITS} units (has {len(app.units)}): with fewer, "
+                "losing one node loses the majority that pause_minority and quorum queues need")
+        if app.tuning not in TUNINGS:
+            raise InvalidInput(f"{app.name}: tuning {app.tuning!r} unknown; use one of {', '.join(TUNINGS)}")
+
+    def render(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]:
+        """Files per unit: ``rabbitmq.conf``, ``rabbitmq-env.conf``, ``enabled_plugins``, the
+        Erlang cookie (secret ``erlang-cookie``, 0400 owned by rabbitmq) and a ``rabbitmqctl``
+        wrapper with the node's environment, all under :data:`BASE`.  Raises
+        :class:`InvalidInput` (see :meth:`check`)."""
+        self.check(app)
+        tuning = TUNINGS[app.tuning]
+        cookie = app.secrets.get(COOKIE_SECRET, length=32)
+        out: dict[str, dict[str, RenderedFile]] = {}
+        for unit in app.units:
+            values = dict(
+                version=VERSION, app=app.name, node=node_name(unit), address=str(unit.address),
+                address_tuple=",".join(str(unit.address).split(".")), amqp_port=AMQP_PORT,
+                dist_port=DIST_PORT, config_file=CONFIG_FILE,
+                net_ticktime=tuning.net_ticktime, heartbeat=tuning.heartbeat,
+            )
+            out[unit.name] = {
+                CONFIG_FILE: RenderedFile(render_template("rabbitmq/rabbitmq.conf.j2", **values), 0o644),
+                CONF_ENV_FILE: RenderedFile(render_template("rabbitmq/rabbitmq-env.conf.j2", **values), 0o644),
+                PLUGINS_FILE: RenderedFile(render_template("rabbitmq/enabled_plugins.j2"), 0o644, owner=USER),
+                COOKIE: RenderedFile(cookie, 0o400, owner=USER),
+                CTL_WRAPPER: RenderedFile(render_template(
+                    "rabbitmq/rabbitmqctl.j2", node=node_name(unit), wrapper=CTL_WRAPPER, env=node_env(unit),
+                    user=USER, bin_dir=BIN_DIR), 0o755),
+            }
+        return out
+
+    def frontends(self, app: AppContext) -> list[Frontend]:
+        """None: clients list every broker in their transport URL (OpenStack HA guide), no VIP."""
+        return []
+
+    def client_credentials(self, app: AppContext) -> tuple[str, str]:
+        """``(user, password)`` of the generic client user (``stackha-client``, all permissions on
+        vhost ``/``) that :meth:`apply` creates for probes and tests.  No I/O."""
+        return CLIENT_USER, app.secrets.get(f"user-{CLIENT_USER}")
+
+    def transport_url(self, app: AppContext, user: str, password: str, vhost: str = "/") -> str:
+        """``rabbit://u:p@a1:5672,u:p@a2:5672,u:p@a3:5672/vhost`` over every unit (unit order)."""
+        return transport_url([(str(u.address), AMQP_PORT) for u in app.units], user, password, vhost)
+
+    # ------------------------------------------------------------------ CLI
+    def _ctl(self, unit: Unit, *args: str, timeout: float = 30.0, input: str | None = None,
+             tool: str = CTL) -> CommandResult:
+        """Run a CLI tool against ``unit``'s node, as user rabbitmq, with the node's environment.
+        Refused (:class:`RabbitMQError`) while the host's epmd is not running: the CLI would
+        start an untracked ``epmd -daemon`` that nothing could stop by PID."""
+        if unit.host.daemon(EPMD_DAEMON) is None:
+            raise RabbitMQError(f"{unit.name}: epmd is not running; not calling {tool.rsplit('/', 1)[-1]} {args[0]}")
+        return unit.host.run([tool, *args], env=node_env(unit), user=USER, timeout=timeout, input=input)
+
+    def _ctl_ok(self, unit: Unit, *args: str, timeout: float = 60.0, input: str | None = None) -> CommandResult:
+        r = self._ctl(unit, *args, timeout=timeout, input=input)
+        if not r.ok:
+            tail = " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:])
+            raise RabbitMQError(f"{unit.name}: rabbitmqctl {args[0]} failed (rc {r.rc}): {tail}")
+        return r
+
+    def _json(self, unit: Unit, *args: str, timeout: float = 30.0) -> Any:
+        r = self._ctl_ok(unit, *args, "--formatter", "json", timeout=timeout)
+        return json.loads(r.stdout or "null")
+
+    def _cluster_status(self, unit: Unit, timeout: float = OBSERVE_TIMEOUT_S) -> dict | None:
+        """``rabbitmqctl cluster_status`` as a dict, or None if the node does not answer."""
+        return self._cluster_status_why(unit, timeout)[0]
+
+    def _cluster_status_why(self, unit: Unit, timeout: float = OBSERVE_TIMEOUT_S) -> tuple[dict | None, str]:
+        """``(cluster_status dict, "")``, or ``(None, why)`` when the node does not answer: why is
+        "app-stopped" (VM up, rabbit application stopped: paused by pause_minority or booting),
+        "timeout", or the CLI's error."""
+        try:
+            r = self._ctl(unit, "cluster_status", "--formatter", "json", "-t", str(int(timeout)),
+                          timeout=timeout + 3)
+        except CommandTimeout:
+            return None, "timeout"
+        except (HostDown, RabbitMQError) as exc:
+            return None, str(exc)
+        if not r.ok:
+            if "requires the 'rabbit' app to be running" in r.stderr:
+                return None, "app-stopped"
+            return None, " ".join(r.stderr.strip().splitlines()[:2]) or f"rc {r.rc}"
+        try:
+            return json.loads(r.stdout), ""
+        except ValueError:
+            return None, "unreadable cluster_status output"
+
+    # ------------------------------------------------------------------ daemons
+    def _start_epmd(self, unit: Unit) -> bool:
+        """Start this host's epmd (daemon ``rabbitmq-epmd``, lab address + loopback) unless it
+        runs, and wait until it answers (≤ 5 s).  True if it was started."""
+        host = unit.host
+        if host.daemon(EPMD_DAEMON) is not None:
+            return False
+        host.spawn(EPMD_DAEMON, [EPMD, "-address", str(unit.address), "-port", str(EPMD_PORT)], user=USER)
+        deadline = time.monotonic() + 5
+        while not host.run([EPMD, "-names"]).ok:
+            if time.monotonic() > deadline or host.daemon(EPMD_DAEMON) is None:
+                raise RabbitMQError(f"{unit.name}: epmd did not start: {self._log_tail(unit, daemon=EPMD_DAEMON)}")
+            time.sleep(0.05)
+        return True
+
+    def _start(self, unit: Unit) -> bool:
+        """Start epmd and the node on ``unit`` if they are not running; True if anything started."""
+        started = self._start_epmd(unit)
+        if unit.host.daemon(DAEMON) is None:
+            unit.host.spawn(DAEMON, [SERVER], env={**node_env(unit), "RABBITMQ_ALLOW_INPUT": "true",
+                                                   "ERL_CRASH_DUMP": f"{LOG_BASE}/erl_crash.dump"},
+                            user=USER, cwd=BASE)
+            started = True
+        return started
+
+    def _await_startup(self, unit: Unit, deadline_s: float = STARTUP_TIMEOUT_S) -> None:
+        """Wait until the node's rabbit application runs.  Raises :class:`RabbitMQError` if the
+        daemon exits (with the tail of its log) or after ``deadline_s`` seconds."""
+        end = time.monotonic() + deadline_s
+        while True:
+            if unit.host.daemon(DAEMON) is None:
+                raise RabbitMQError(f"{unit.name}: rabbitmq-server exited while starting: {self._log_tail(unit)}")
+            left = end - time.monotonic()
+            if left <= 0:
+                tail = self._log_tail(unit)
+                why = ("it waits for its peers to load the cluster metadata (mnesia tables)"
+                       if "Waiting for Mnesia tables" in tail else tail)
+                raise RabbitMQError(f"{unit.name}: node {node_name(unit)} did not finish booting in "
+                                    f"{deadline_s:.0f} s: {why}")
+            try:
+                r = self._ctl(unit, "await_startup", "-t", str(max(1, int(min(left, 10)))), timeout=min(left, 10) + 5)
+            except CommandTimeout:
+                continue
+            if r.ok:
+                return
+            time.sleep(0.2)
+
+    def _log_tail(self, unit: Unit, n: int = 3, daemon: str = DAEMON) -> str:
+        """What the node's console log (warnings and errors) says last: the first ``n`` error
+        lines of its last 60 lines, else its last ``n`` lines."""
+        raw = unit.host.read_file(f"/srv/stackha/log/{daemon}.log") or b""
+        lines = [line.strip() for line in raw.decode(errors="replace").splitlines()[-60:] if line.strip()]
+        errors = [line.split("> ", 1)[-1].strip() for line in lines if "[error]" in line]
+        return " | ".join(errors[:n] if errors else lines[-n:])[-600:] or "(empty log)"
+
+    def _app_running(self, unit: Unit) -> bool:
+        """True if the node answers and its rabbit application runs (``check_running``)."""
+        try:
+            return self._ctl(unit, "check_running", "-t", "3", tool=DIAGNOSTICS, timeout=8).ok
+        except (CommandTimeout, RabbitMQError):
+            return False
+
+    def stop_unit(self, app: AppContext, unit_name: str, timeout: float = 30.0) -> list[str]:
+        """Stop the node of ``unit_name`` cleanly (TERM, KILL after ``timeout`` s), then its epmd,
+        both by PID.  Returns what it stopped.  Raises HostDown if the host is off."""
+        unit = app.unit(unit_name)
+        done = []
+        if unit.host.stop(DAEMON, timeout=timeout):
+            done.append(f"{unit.name}: stopped rabbitmq-server")
+        if unit.host.stop(EPMD_DAEMON, timeout=5):
+            done.append(f"{unit.name}: stopped epmd")
+        return done
+
+    def stop(self, app: AppContext) -> list[str]:
+        """Stop every unit's node (one at a time, last unit first) and epmd; hosts that are off
+        are skipped.  Returns what it stopped."""
+        done: list[str] = []
+        for unit in reversed(app.units):
+            if unit.host.is_on():
+                done += self.stop_unit(app, unit.name)
+        return done
+
+    # ------------------------------------------------------------------ apply
+    def _prepare(self, unit: Unit, files: dict[str, RenderedFile]) -> list[str]:
+        unit.host.run(["install", "-d", "-o", USER, "-g", USER, "-m", "0750", BASE, HOME, MNESIA_BASE, LOG_BASE],
+                      check=True)
+        return install_files(unit.host, files)
+
+    def _seed(self, app: AppContext, statuses: dict[str, dict | None]) -> Unit:
+        """The node others join: the running one with the most cluster members, lowest unit first."""
+        best, best_n = None, -1
+        for unit in app.units:
+            st = statuses.get(unit.name)
+            if st is None or node_name(unit) not in st.get("running_nodes", []):
+                continue
+            n = len(st.get("disk_nodes", []))
+            if n > best_n:
+                best, best_n = unit, n
+        if best is None:
+            raise RabbitMQError(f"{app.name}: no RabbitMQ node is running to form the cluster around")
+        return best
+
+    def _join(self, app: AppContext) -> list[str]:
+        """Join every running node that is not clustered with the seed (stop_app, reset,
+        join_cluster, start_app), one at a time.  Returns what changed."""
+        running = [u for u in app.units if u.host.is_on() and u.host.daemon(DAEMON) is not None]
+        statuses = dict(zip([u.name for u in running], _parallel(running, lambda u: self._cluster_status(u, 10))))
+        seed = self._seed(app, statuses)
+        seed_node = node_name(seed)
+        changes = []
+        for unit in running:
+            if unit is seed:
+                continue
+            st = statuses.get(unit.name)
+            if st is not None and seed_node in st.get("disk_nodes", []):
+                continue
+            for step in (("stop_app",), ("reset",), ("join_cluster", seed_node), ("start_app",)):
+                self._ctl_ok(unit, *step, timeout=120)
+            changes.append(f"{unit.name}: joined the cluster of {seed_node}")
+        return changes
+
+    def apply(self, app: AppContext) -> list[str]:
+        """Install the files, start epmd and every node, form the cluster, re-create vhost ``/``
+        with default queue type quorum while it is empty, delete ``guest``, create the client
+        user.  A node whose files changed while it ran is restarted, one node at a time.
+        Idempotent: returns what changed ([] when nothing did).  Raises :class:`InvalidInput`
+        (see :meth:`check`), :class:`RabbitMQError`, HostDown."""
+        rendered = self.render(app)
+        changes: list[str] = []
+        changed_files = _parallel(app.units, lambda u: self._prepare(u, rendered[u.name]))
+        restart = []
+        for unit, files in zip(app.units, changed_files):
+            if files:
+                changes.append(f"{unit.name}: wrote {', '.join(files)}")
+                if unit.host.daemon(DAEMON) is not None:
+                    restart.append(unit)
+        started = _parallel(app.units, self._start)
+        changes += [f"{u.name}: started {node_name(u)}" for u, s in zip(app.units, started) if s]
+        _parallel(app.units, self._await_startup)
+        changes += self._join(app)
+        for unit in restart:  # rolling: the others keep the majority
+            self.stop_unit(app, unit.name)
+            self._start(unit)
+            self._await_startup(unit)
+            changes.append(f"{unit.name}: restarted {node_name(unit)} (configuration changed)")
+        seed = app.units[0]
+        changes += self._cluster_setup(app, seed)
+        return changes
+
+    def _cluster_setup(self, app: AppContext, unit: Unit) -> list[str]:
+        """Cluster-wide definitions (idempotent), run through ``unit``'s node."""
+        changes = []
+        st = self._cluster_status(unit, 10) or {}
+        if st.get("cluster_name") != app.name:
+            self._ctl_ok(unit, "set_cluster_name", app.name)
+            changes.append(f"{app.name}: cluster name set")
+        changes += self._ensure_vhost(unit, "/")
+        users = {u["user"] for u in self._json(unit, "list_users")}
+        if "guest" in users:
+            self._ctl_ok(unit, "delete_user", "guest")
+            changes.append(f"{app.name}: deleted the default guest user")
+        user, password = self.client_credentials(app)
+        changes += self._ensure_user(unit, user, password, "/")
+        return changes
+
+    def _ensure_vhost(self, unit: Unit, vhost: str) -> list[str]:
+        """Vhost ``vhost`` with default queue type quorum.  An existing vhost without it is
+        re-created only while it holds no queue (3.10 cannot change a vhost's metadata)."""
+        vhosts = {v["name"]: v.get("default_queue_type") for v in self._json(unit, "list_vhosts", "name", "default_queue_type")}
+        if vhosts.get(vhost) == "quorum":
+            return []
+        if vhost in vhosts:
+            queues = self._json(unit, "list_queues", "-p", vhost, "name")
+            if queues:
+                return []  # holds queues: leave it; observe reports default_queue_type
+            self._ctl_ok(unit, "delete_vhost", vhost)
+        self._ctl_ok(unit, "add_vhost", vhost, "--default-queue-type", "quorum")
+        return [f"{unit.name}: vhost {vhost} (re)created with default queue type quorum"]
+
+    def _ensure_user(self, unit: Unit, user: str, password: str, vhost: str) -> list[str]:
+        """User with ``password`` (given on stdin, never in argv) and all permissions on ``vhost``."""
+        changes = []
+        users = {u["user"] for u in self._json(unit, "list_users")}
+        if user not in users:
+            self._ctl_ok(unit, "add_user", user, input=password + "\n")
+            changes.append(f"{unit.name}: created user {user}")
+        elif not self._ctl(unit, "authenticate_user", user, input=password + "\n").ok:
+            self._ctl_ok(unit, "change_password", user, input=password + "\n")
+            changes.append(f"{unit.name}: reset the password of user {user}")
+        perms = self._json(unit, "list_user_permissions", user)
+        want = {"vhost": vhost, "configure": ".*", "write": ".*", "read": ".*"}
+        if want not in perms:
+            self._ctl_ok(unit, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+            changes.append(f"{unit.name}: granted {user} all permissions on vhost {vhost}")
+        return changes
+
+    def _any_running(self, app: AppContext) -> Unit:
+        for unit in app.units:
+            if unit.host.is_on() and unit.host.daemon(DAEMON) is not None:
+                return unit
+        raise RabbitMQError(f"{app.name}: no RabbitMQ node is running")
+
+    def ensure_user(self, app: AppContext, user: str, vhost: str = "/") -> str:
+        """Create (or repair) ``user`` with a generated password (secret ``user-<user>``) and all
+        permissions on ``vhost`` (created with default queue type quorum if missing); returns the
+        password.  Idempotent.  Raises :class:`InvalidInput` for an empty name,
+        :class:`RabbitMQError` when no node runs or a command fails."""
+        if not user or not vhost:
+            raise InvalidInput("ensure_user needs a user name and a vhost")
+        password = app.secrets.get(f"user-{user}")
+        unit = self._any_running(app)
+        self._ensure_vhost(unit, vhost)
+        self._ensure_user(unit, user, password, vhost)
+        return password
+
+    # ------------------------------------------------------------------ observe
+    def _observe_unit(self, app: AppContext, unit: Unit) -> UnitStatus:
+        host = unit.host
+        expected = [node_name(u) for u in app.units]
+        me = node_name(unit)
+        try:
+            if not host.is_on():
+                return UnitStatus(unit.name, WorkloadState.ERROR, f"host {host.name} is powered off")
+            if host.daemon(DAEMON) is None:
+                return UnitStatus(unit.name, WorkloadState.ERROR,
+                                  "rabbitmq-server is not running (exited or killed)")
+            if host.daemon(EPMD_DAEMON) is None:
+                return UnitStatus(unit.name, WorkloadState.ERROR, "epmd is not running")
+            st, why = self._cluster_status_why(unit)
+        except HostDown:
+            return UnitStatus(unit.name, WorkloadState.ERROR, f"host {host.name} is powered off")
+        except HostError as exc:
+            return UnitStatus(unit.name, WorkloadState.UNKNOWN, f"cannot observe: {exc}")
+        if st is None:
+            if "Waiting for Mnesia tables" in self._log_tail(unit, n=1):
+                return UnitStatus(unit.name, WorkloadState.MAINTENANCE,
+                                  f"node {me} is booting: waiting for its peers (cluster metadata)")
+            if why == "app-stopped":
+                return UnitStatus(unit.name, WorkloadState.BLOCKED,
+                                  f"rabbit application stopped on {me}: paused by pause_minority (no majority "
+                                  "in sight) or booting")
+            if why == "timeout":
+                return UnitStatus(unit.name, WorkloadState.MAINTENANCE,
+                                  f"node {me} does not answer the CLI within {OBSERVE_TIMEOUT_S:.0f} s (booting or hung)")
+            return UnitStatus(unit.name, WorkloadState.MAINTENANCE, f"node {me} does not answer: {why}")
+        running = st.get("running_nodes", [])
+        members = st.get("disk_nodes", []) + st.get("ram_nodes", [])
+        partitions = st.get("partitions") or {}
+        alarms = st.get("alarms") or []
+        facts = {"node": me, "running_nodes": running, "members": members, "partitions": partitions,
+                 "alarms": alarms, "cluster_name": st.get("cluster_name")}
+        if me not in running:
+            return UnitStatus(unit.name, WorkloadState.BLOCKED,
+                              "rabbit application not running (booting, or paused by pause_minority)", facts)
+        if partitions:
+            return UnitStatus(unit.name, WorkloadState.BLOCKED, f"network partition: {partitions}", facts)
+        if alarms:
+            return UnitStatus(unit.name, WorkloadState.BLOCKED, f"alarms: {alarms}", facts)
+        missing = [n for n in expected if n not in members]
+        if missing:
+            return UnitStatus(unit.name, WorkloadState.WAITING, f"not clustered with {', '.join(missing)}", facts)
+        down = [n for n in expected if n not in running]
+        msg = f"cluster member; {len(expected) - len(down)}/{len(expected)} nodes running"
+        if down:
+            msg += f" ({', '.join(down)} down)"
+        return UnitStatus(unit.name, WorkloadState.ACTIVE, msg, facts)
+
+    def observe(self, app: AppContext) -> AppStatus:
+        """Per unit: active only if its node runs, lists itself among running nodes, is clustered
+        with every unit's node and reports no partition and no alarm; else error (host off,
+        daemon dead), maintenance (CLI silent for :data:`OBSERVE_TIMEOUT_S`), blocked (app
+        stopped or paused, partition, alarm) or waiting (not clustered) with the reason.
+        Facts per unit: node, running_nodes, members, partitions, alarms, cluster_name; for the
+        application: running_nodes (seen by the first answering unit), expected_nodes,
+        partitions, alarms.  One CLI call per unit, all in parallel; a dead daemon is seen from
+        its PID without any CLI call.  Never changes anything."""
+        units = _parallel(app.units, lambda u: self._observe_unit(app, u))
+        facts: dict[str, Any] = {"expected_nodes": [node_name(u) for u in app.units]}
+        for us in units:
+            if "running_nodes" in us.facts:
+                facts.setdefault("running_nodes", us.facts["running_nodes"])
+                facts.setdefault("partitions", {}).update(us.facts["partitions"])
+                for alarm in us.facts["alarms"]:
+                    facts.setdefault("alarms", [])
+                    if alarm not in facts["alarms"]:
+                        facts["alarms"].append(alarm)
+        facts.setdefault("running_nodes", [])
+        facts.setdefault("partitions", {})
+        facts.setdefault("alarms", [])
+        return AppStatus(app.name, units, facts)
+
+    # ------------------------------------------------------------------ recover
+    def recover(self, app: AppContext, *, force_boot: bool = False) -> list[str]:
+        """Restart every dead node (all at once), wait for them, and make any node that is not
+        clustered rejoin (stop_app, reset, join_cluster, start_app).
+
+        Cold start (every host powered off, then on): RabbitMQ ≥ 3.6 no longer needs the last node
+        down to be started first — a booting node waits for its peers
+        (``mnesia_table_loading_retry_timeout`` 30 s × ``mnesia_table_loading_retry_limit`` 10),
+        so starting every node at once brings the cluster back with nothing lost (measured ≈ 11 s).
+        ``force_boot`` is never used on its own: it lets a node boot without the peer that may
+        hold newer metadata (users, vhosts, queue definitions), which can lose definitions.  When
+        hosts are off and the nodes that were restarted still wait for them after
+        :data:`PEER_WAIT_S` (else :data:`STARTUP_TIMEOUT_S`), :class:`RabbitMQError` names the
+        waiting nodes and the hosts that are off.  ``force_boot=True`` is the operator's explicit
+        choice: nodes on hosts that are on and not running the rabbit application are stopped,
+        marked with ``rabbitmqctl force_boot`` and started.  Units on hosts that are off are
+        skipped (reported in the result).  Returns what changed."""
+        self.check(app)
+        changes: list[str] = []
+        on = [u for u in app.units if u.host.is_on()]
+        off = [u.host.name for u in app.units if u not in on]
+        changes += [f"{u.name}: host {u.host.name} is off; not recovered" for u in app.units if u not in on]
+        dead = [u for u in on if u.host.daemon(DAEMON) is None or u.host.daemon(EPMD_DAEMON) is None]
+        if force_boot:
+            dead += [u for u in on if u not in dead and not self._app_running(u)]
+        if dead:
+            for u in dead:  # a node whose epmd died is unreachable: restart both
+                self.stop_unit(app, u.name)
+            rendered = self.render(app)
+            _parallel(dead, lambda u: self._prepare(u, rendered[u.name]))
+            if force_boot:
+                for u in dead:
+                    self._start_epmd(u)
+                    self._ctl_ok(u, "force_boot")
+                    changes.append(f"{u.name}: force_boot set (boots without waiting for its peers)")
+            _parallel(dead, self._start)
+            changes += [f"{u.name}: restarted {node_name(u)}" for u in dead]
+        deadline = PEER_WAIT_S if off else STARTUP_TIMEOUT_S
+        errors = [str(exc) for exc in _parallel(on, lambda u: self._try(lambda: self._await_startup(u, deadline)))
+                  if exc is not None]
+        if errors:
+            hint = (f"; hosts off: {', '.join(off)} — power them on, or recover(force_boot=True) to boot without "
+                    "them (may lose definitions only they hold)") if off else ""
+            raise RabbitMQError("; ".join(errors) + hint)
+        if on:
+            changes += self._join(app)
+        return changes
+
+    @staticmethod
+    def _try(fn: Callable[[], Any]) -> Exception | None:
+        try:
+            fn()
+        except Exception as exc:  # collected and re-raised together by the caller
+            return exc
+        return None
