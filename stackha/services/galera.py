@@ -73,8 +73,8 @@ Every grastate.dat then says ``seqno: -1, safe_to_bootstrap: 0`` and Galera refu
    position cannot be read (host powered off, recovery finds none, mariadbd running but
    silent) or when the units hold different cluster UUIDs: bootstrapping the wrong node throws
    away committed transactions;
-3. bootstraps the unit with the highest seqno (ties: the one grastate marks
-   ``safe_to_bootstrap: 1``, then the lowest unit number): sets ``safe_to_bootstrap: 1`` there
+3. bootstraps the unit with the highest seqno (ties: a node still running, then the one
+   grastate marks ``safe_to_bootstrap: 1``, then the lowest unit number): sets ``safe_to_bootstrap: 1`` there
    and starts it with ``--wsrep-new-cluster --wsrep-start-position=<uuid:seqno>``;
 4. starts the others with their own positions: they join by IST from it.
 
@@ -775,8 +775,9 @@ class GaleraOperator:
             self._set_blocked(app, reason)
             raise GaleraBlocked(reason)
         else:
-            chosen = max(positions, key=lambda n: (positions[n].seqno, positions[n].safe_to_bootstrap,
-                                                   -app.unit(n).number))
+            running = {p.unit.name for p in probes if p.running}
+            chosen = max(positions, key=lambda n: (positions[n].seqno, n in running,
+                                                   positions[n].safe_to_bootstrap, -app.unit(n).number))
         pos = positions[chosen]
         unit = app.unit(chosen)
         detail = ", ".join(f"{n} {positions[n].seqno}" for n in sorted(positions))

@@ -311,3 +311,26 @@ def test_cold_start_is_blocked_when_positions_cannot_be_compared(cluster):
     st = op.observe(app)
     assert states(st) == {"galera/0": "active", "galera/1": "active", "galera/2": "active"}
     assert "blocked" not in st.facts
+
+
+def test_two_of_three_killed_the_survivor_is_promoted_and_the_others_rejoin(cluster):
+    lab, app, op, _ = cluster
+    client_sql(lab, app, op, app.units[0], "CREATE TABLE IF NOT EXISTS probe (id VARCHAR(64) PRIMARY KEY);"
+                                           "INSERT INTO probe VALUES ('before-1'), ('before-2');")
+    for u in app.units[:2]:
+        assert u.host.signal(g.DAEMON, "KILL")
+    survivor = app.units[2]
+
+    def survivor_lost_quorum():
+        u = next(u for u in op.observe(app).units if u.unit == survivor.name)
+        return u.facts.get("wsrep_cluster_status") not in (None, "Primary") and u.state == WorkloadState.WAITING
+    assert poll(survivor_lost_quorum, 15), [(u.unit, u.message) for u in op.observe(app).units]
+    t0 = time.monotonic()
+    changes = op.recover(app)
+    print(f"2-of-3 kill recovered in {time.monotonic() - t0:.1f} s: {changes}")
+    # Equal positions: the running survivor is promoted in place (pc.bootstrap), not restarted.
+    assert changes[0].startswith("galera/2: promoted"), changes
+    assert sum("joined by IST" in c for c in changes) == 2, changes
+    assert states(op.observe(app)) == {"galera/0": "active", "galera/1": "active", "galera/2": "active"}
+    for u in app.units:
+        assert client_sql(lab, app, op, u, "SELECT COUNT(*) FROM probe").strip() == "2"
