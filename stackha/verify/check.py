@@ -9,7 +9,8 @@ Per probe the checker gives (:class:`ProbeResult`):
 - ``longest_gap_ms`` — the longest time between two consecutive acknowledged operations (their
   ``end`` times); when the probe ended on failures, the open gap from the last success to the end
   of the last operation counts too (``gap_open``);
-- ``failed`` — operations that were not acknowledged;
+- ``failed`` — operations that were not acknowledged (with ``since``: in the fault's window;
+  ``failed_total`` counts the whole run);
 - ``lost`` — acknowledged operations missing from the final state (MySQL: rows read back through
   the VIP after recovery; AMQP: messages consumed).  Any → verdict ``"lost"``;
 - ``failed_but_committed`` — operations reported failed that the final state holds anyway (a
@@ -80,10 +81,22 @@ class Gap:
     open: bool = False
 
 
-def longest_gap(ops: list[dict]) -> Gap:
-    """The longest time between consecutive successes' ``end`` times (ms), see the module doc.
+def window(ops: list[dict], since: float | None) -> list[dict]:
+    """The operations that ended at or after ``since`` (wall s), plus the last success before it
+    (the anchor a gap that spans ``since`` starts from).  ``since`` None: every operation."""
+    if since is None:
+        return ops
+    before = [r for r in ops if float(r.get("end", 0.0)) < since and r.get("ok")]
+    anchor = [max(before, key=lambda r: float(r["end"]))] if before else []
+    return anchor + [r for r in ops if float(r.get("end", 0.0)) >= since]
+
+
+def longest_gap(ops: list[dict], since: float | None = None) -> Gap:
+    """The longest time between consecutive successes' ``end`` times (ms), see the module doc;
+    with ``since``, only over :func:`window` (the fault's window, not the probes' warm-up).
 
     With no success at all the gap spans every operation (``open``)."""
+    ops = window(ops, since)
     if not ops:
         return Gap()
     ends = sorted(float(r["end"]) for r in ops if r.get("ok"))
@@ -114,6 +127,8 @@ class ProbeResult:
     operations: int = 0
     acknowledged: int = 0
     failed: int = 0
+    failed_total: int = 0
+    since: float | None = None
     longest_gap_ms: float = 0.0
     gap_start: float | None = None
     gap_end: float | None = None
@@ -130,12 +145,15 @@ class ProbeResult:
         return asdict(self)
 
 
-def _base(probe: str, ops: list[dict]) -> ProbeResult:
-    gap = longest_gap(ops)
+def _base(probe: str, ops: list[dict], since: float | None = None) -> ProbeResult:
+    gap = longest_gap(ops, since)
     ok = sum(1 for r in ops if r.get("ok"))
-    return ProbeResult(probe=probe, operations=len(ops), acknowledged=ok, failed=len(ops) - ok,
+    in_window = [r for r in window(ops, since) if since is None or float(r.get("end", 0.0)) >= since]
+    return ProbeResult(probe=probe, operations=len(ops), acknowledged=ok,
+                       failed=sum(1 for r in in_window if not r.get("ok")),
+                       failed_total=len(ops) - ok, since=since,
                        longest_gap_ms=round(gap.ms, 1), gap_start=gap.start, gap_end=gap.end, gap_open=gap.open,
-                       errors=top_errors(ops))
+                       errors=top_errors(in_window))
 
 
 def _verdict(res: ProbeResult) -> ProbeResult:
@@ -150,11 +168,12 @@ def _verdict(res: ProbeResult) -> ProbeResult:
     return res
 
 
-def check_stored(probe: str, ops: list[dict], stored_ids: Iterable[str] | None) -> ProbeResult:
+def check_stored(probe: str, ops: list[dict], stored_ids: Iterable[str] | None,
+                 since: float | None = None) -> ProbeResult:
     """A probe whose operations write ids that the final state holds (MySQL INSERTs, AMQP
     messages): ``stored_ids`` lists every copy found after recovery (repeats are duplicates);
     ``None`` means the final state could not be read (verdict ``unverified``)."""
-    res = _base(probe, ops)
+    res = _base(probe, ops, since)
     if stored_ids is None:
         res.final_state = False
         return _verdict(res)
@@ -167,22 +186,23 @@ def check_stored(probe: str, ops: list[dict], stored_ids: Iterable[str] | None) 
     return _verdict(res)
 
 
-def check_mysql(records: list[dict], present_ids: Iterable[str] | None) -> ProbeResult:
+def check_mysql(records: list[dict], present_ids: Iterable[str] | None, since: float | None = None) -> ProbeResult:
     """MySQL probe: every acknowledged INSERT's id must be in ``present_ids`` (read back through
     the VIP after recovery; None if that read failed)."""
-    return check_stored("mysql", operations(records, "insert"), present_ids)
+    return check_stored("mysql", operations(records, "insert"), present_ids, since)
 
 
-def check_amqp(publish_records: list[dict], consume_records: list[dict] | None) -> ProbeResult:
+def check_amqp(publish_records: list[dict], consume_records: list[dict] | None,
+               since: float | None = None) -> ProbeResult:
     """AMQP probe: every confirmed publish must have been consumed; deliveries of one message
     beyond the first are duplicates.  ``consume_records`` None: the consumer's log is missing."""
     consumed = None if consume_records is None else [r["id"] for r in operations(consume_records, "consume")]
-    return check_stored("amqp", operations(publish_records, "publish"), consumed)
+    return check_stored("amqp", operations(publish_records, "publish"), consumed, since)
 
 
-def check_keystone(records: list[dict]) -> ProbeResult:
+def check_keystone(records: list[dict], since: float | None = None) -> ProbeResult:
     """Keystone probe (token issue + validate): gaps and failures; it stores nothing to lose."""
-    return _verdict(_base("keystone", operations(records, "token")))
+    return _verdict(_base("keystone", operations(records, "token"), since))
 
 
 def first_success_after(ops: list[dict], t: float) -> float | None:

@@ -122,3 +122,19 @@ def test_first_success_after():
     ops = [op(1, 1000.0), op(2, 1010.0, ok=False), op(3, 1012.0, dur=0.5), op(4, 1013.0)]
     assert check.first_success_after(ops, 1005.0) == pytest.approx(7.5)
     assert check.first_success_after(ops, 1020.0) is None
+
+
+def test_window_excludes_warm_up_gap_but_keeps_the_gap_spanning_the_fault():
+    warm = [op(1, 1000.0), op(2, 1010.0)]  # a 10 s gap while the probe warms up
+    steady_part = [op(3 + i, 1020.0 + i * 0.1) for i in range(10)]
+    fault = [op(20, 1021.5, ok=False, dur=1.0)]
+    after = [op(30 + i, 1023.0 + i * 0.1) for i in range(5)]
+    ops = warm + steady_part + fault + after
+    assert check.longest_gap(ops).ms == pytest.approx(10000.0, abs=1)
+    res = check.check_mysql(ops, [r["id"] for r in ops if r["ok"]], since=1021.0)
+    # from the last success before 1021.0 (1020.9 + 0.01) to the first after the fault (1023.01)
+    assert res.longest_gap_ms == pytest.approx((1023.01 - 1020.91) * 1000, abs=1)
+    assert res.failed == 1 and res.failed_total == 1
+    pre_fail = [op(0, 999.0, ok=False)] + ops
+    res2 = check.check_mysql(pre_fail, [r["id"] for r in pre_fail if r["ok"]], since=1021.0)
+    assert res2.failed == 1 and res2.failed_total == 2

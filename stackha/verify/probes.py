@@ -1,0 +1,300 @@
+"""Probes: the agent (:mod:`stackha.verify.agent`) run on the lab's client host during a fault.
+
+The root namespace cannot reach lab addresses, so every probe runs ON the client host (never part
+of the cloud): :class:`Probes` writes the agent script and one config per probe there
+(``/srv/stackha/verify/``; configs hold passwords: mode 0600, removed by :meth:`Probes.cleanup`),
+starts one daemon per probe with the venv's interpreter (``sys.executable``: the venv's path is
+visible inside lab hosts), and reads their JSONL logs back with ``client.read_file``.
+
+Probes and what they are given (from the operators, never printed):
+
+- ``mysql``: the Galera application's generic client user (``GaleraOperator.client_credentials``)
+  and its database, through the VIP ``galera.vip``:3306;
+- ``amqp``: publisher + consumer with RabbitMQ's client user and every broker of the
+  transport_url (``RabbitMQOperator.transport_url``), a quorum queue per run;
+- ``keystone``: the bootstrap admin (``KeystoneOperator.admin_password``) on the public URL on the
+  VIP (``KeystoneOperator.public_url``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stackha.errors import UserError
+from stackha.verify import check
+
+AGENT_SOURCE = Path(__file__).with_name("agent.py")
+BASE = "/srv/stackha/verify"
+AGENT_PATH = f"{BASE}/agent.py"
+PROBES = ("mysql", "amqp", "keystone")
+
+#: Seconds between operation starts, per probe: 50 ms resolution for the write gaps; token
+#: issue costs Keystone real CPU (two cores for the whole lab), so it runs 4 per second.
+INTERVALS = {"mysql": 0.05, "amqp": 0.05, "keystone": 0.25}
+#: Seconds one operation may take before it counts as failed.  A Galera commit stalls up to
+#: evs.suspect_timeout during a view change (LAB-NOTES: 3.3 s tuned, ≈ 6 s stock), so 3 s makes
+#: such a write fail (and show as failed-but-committed) rather than hide the stall.
+OP_TIMEOUTS = {"mysql": 3.0, "amqp": 3.0, "keystone": 10.0}
+#: Daemon names on the client host (one per probe process).
+DAEMONS = {"mysql": "vprobe-mysql", "amqp-publish": "vprobe-amqppub", "amqp-consume": "vprobe-amqpcon",
+           "keystone": "vprobe-keystone"}
+
+
+class ProbeError(UserError):
+    """The probes could not be set up or did not start succeeding (the message says which)."""
+
+
+@dataclass
+class ProbeData:
+    """What the probes logged: per log name (``mysql``, ``amqp-publish``, ``amqp-consume``,
+    ``keystone``) its records (None: no log), the MySQL ids present after recovery (None: could
+    not be read), and the count of torn lines."""
+
+    records: dict[str, list[dict] | None] = field(default_factory=dict)
+    mysql_ids: list[str] | None = None
+    torn_lines: int = 0
+    collect_error: str = ""
+
+    def results(self, since: float | None = None) -> dict[str, check.ProbeResult]:
+        """The checker's verdict per probe (:mod:`stackha.verify.check`); gaps and failures
+        counted from wall time ``since`` (the fault's window), losses over the whole run."""
+        out: dict[str, check.ProbeResult] = {}
+        if "mysql" in self.records:
+            out["mysql"] = check.check_mysql(self.records["mysql"] or [], self.mysql_ids, since)
+        if "amqp-publish" in self.records:
+            out["amqp"] = check.check_amqp(self.records["amqp-publish"] or [], self.records.get("amqp-consume"), since)
+        if "keystone" in self.records:
+            out["keystone"] = check.check_keystone(self.records["keystone"] or [], since)
+        return out
+
+
+def available_probes(deployment) -> list[str]:
+    """The probes this deployment can be measured with: ``mysql`` (a Galera application with a
+    VIP), ``amqp`` (a RabbitMQ application), ``keystone`` (a Keystone application with a VIP)."""
+    kinds = {c.kind: c for c in deployment.contexts().values()}
+    out = []
+    if "galera" in kinds and kinds["galera"].vip is not None:
+        out.append("mysql")
+    if "rabbitmq" in kinds:
+        out.append("amqp")
+    if "keystone" in kinds and kinds["keystone"].vip is not None:
+        out.append("keystone")
+    return out
+
+
+class Probes:
+    """The probes of one scenario run on ``deployment``'s client host.
+
+    ``run_id`` (letters, digits, '-') names the run's ids, queue and directory; ``duration_s`` is
+    every probe's hard time bound (they also stop when :meth:`stop` writes the stop file).
+    Lifecycle: :meth:`prepare` → :meth:`start` → :meth:`wait_warm` → (fault) → :meth:`stop` →
+    :meth:`collect` → :meth:`cleanup`."""
+
+    def __init__(self, deployment, run_id: str, probes: list[str] | None = None, duration_s: float = 900.0,
+                 python: str = sys.executable):
+        self.d = deployment
+        self.run_id = run_id
+        self.probes = list(probes if probes is not None else available_probes(deployment))
+        self.duration_s = duration_s
+        self.python = python
+        self.dir = f"{BASE}/runs/{run_id}"
+        self.stop_file = f"{self.dir}/stop"
+        self.drain_file = f"{self.dir}/drain"
+        self.client = deployment.client
+        self._configs: dict[str, dict] = {}
+        self.mysql_table = "verify_probe"
+
+    # ----------------------------------------------------------------- set-up
+    def _logs(self) -> list[str]:
+        out = []
+        for p in self.probes:
+            out += ["amqp-publish", "amqp-consume"] if p == "amqp" else [p]
+        return out
+
+    def log_path(self, name: str) -> str:
+        return f"{self.dir}/{name}.jsonl"
+
+    def _common(self, name: str, probe: str) -> dict:
+        interval = INTERVALS[probe]
+        return {"probe": name, "run": self.run_id, "log": self.log_path(name), "stop_file": self.stop_file,
+                "duration_s": self.duration_s, "interval_s": interval, "op_timeout_s": OP_TIMEOUTS[probe],
+                "connect_timeout_s": 2.0, "max_ops": int(self.duration_s / interval * 1.2) + 100}
+
+    def _mysql_cfg(self, ctxs) -> dict:
+        from stackha.services import galera as galera_mod
+        from stackha.services import operator_for
+
+        g = next(c for c in ctxs.values() if c.kind == "galera")
+        user, password = operator_for("galera").client_credentials(g)
+        return {"host": str(g.vip.ip), "port": 3306, "user": user, "password": password,
+                "database": getattr(galera_mod, "CLIENT_DATABASE", "stackha"), "table": self.mysql_table}
+
+    def _amqp_cfg(self, ctxs) -> dict:
+        from stackha.services import operator_for
+        from stackha.services.rabbitmq import parse_transport_url
+
+        r = next(c for c in ctxs.values() if c.kind == "rabbitmq")
+        op = operator_for("rabbitmq")
+        user, password = op.client_credentials(r)
+        brokers = parse_transport_url(op.transport_url(r, user, password))
+        return {"brokers": [[b.host, b.port] for b in brokers], "user": user, "password": password,
+                "vhost": brokers[0].vhost, "queue": f"stackha-verify-{self.run_id}"}
+
+    def _keystone_cfg(self, ctxs) -> dict:
+        from stackha.services import operator_for
+
+        k = next(c for c in ctxs.values() if c.kind == "keystone")
+        op = operator_for("keystone")
+        return {"url": op.public_url(k), "user": "admin", "password": op.admin_password(k),
+                "project": "admin", "domain": "Default"}
+
+    def prepare(self) -> None:
+        """Write the agent and the configs (0600) on the client host; create the MySQL probe
+        table.  Raises :class:`ProbeError`."""
+        ctxs = self.d.contexts()
+        self.client.run(["mkdir", "-p", self.dir], check=True)
+        self.client.run(["chmod", "700", BASE, self.dir], check=True)
+        self.client.write_file(AGENT_PATH, AGENT_SOURCE.read_text(), mode=0o644)
+        cfgs: dict[str, dict] = {}
+        if "mysql" in self.probes:
+            cfgs["mysql"] = {**self._common("mysql", "mysql"), "mysql": self._mysql_cfg(ctxs)}
+        if "amqp" in self.probes:
+            a = self._amqp_cfg(ctxs)
+            cfgs["amqp-publish"] = {**self._common("amqp-publish", "amqp"), "amqp": a}
+            cfgs["amqp-consume"] = {**self._common("amqp-consume", "amqp"), "amqp": a, "drain_file": self.drain_file,
+                                    "duration_s": self.duration_s + 120, "max_ops": 10 ** 6}
+        if "keystone" in self.probes:
+            cfgs["keystone"] = {**self._common("keystone", "keystone"), "keystone": self._keystone_cfg(ctxs)}
+        for name, cfg in cfgs.items():
+            self.client.write_file(f"{self.dir}/{name}.json", json.dumps(cfg), mode=0o600)
+        self._configs = cfgs
+        if "mysql" in cfgs:
+            setup = {**cfgs["mysql"], "probe": "mysql-setup", "log": f"{self.dir}/mysql-setup.jsonl", "duration_s": 30}
+            self.client.write_file(f"{self.dir}/mysql-setup.json", json.dumps(setup), mode=0o600)
+            res = self.client.run([self.python, AGENT_PATH, f"{self.dir}/mysql-setup.json"], timeout=60)
+            if not res.ok:
+                raise ProbeError(f"cannot create the MySQL probe table through the VIP: {self._tail('mysql-setup')}")
+
+    def _tail(self, name: str) -> str:
+        recs, _ = check.parse_jsonl(self.client.read_file(self.log_path(name)))
+        ends = [r for r in recs if r.get("event") == "end"]
+        return ends[-1].get("reason", "") if ends else "no log"
+
+    # ----------------------------------------------------------------- running
+    def start(self) -> None:
+        """Start one daemon per probe log (a leftover daemon of that name is stopped first)."""
+        order = [n for n in ("amqp-consume", "mysql", "amqp-publish", "keystone") if n in self._configs]
+        for name in order:
+            daemon = DAEMONS[name]
+            if self.client.daemon(daemon) is not None:
+                self.client.stop(daemon, timeout=5)
+            self.client.spawn(daemon, [self.python, "-u", AGENT_PATH, f"{self.dir}/{name}.json"])
+
+    def read(self, name: str) -> list[dict] | None:
+        """The records of log ``name`` so far (None if there is no log file)."""
+        raw = self.client.read_file(self.log_path(name))
+        if raw is None:
+            return None
+        return check.parse_jsonl(raw)[0]
+
+    def successes(self) -> dict[str, int]:
+        """Acknowledged operations so far per operation log (publisher, not consumer)."""
+        out = {}
+        for name in self._configs:
+            if name == "amqp-consume":
+                continue
+            out[name] = sum(1 for r in (self.read(name) or []) if r.get("ok") and "op" in r)
+        return out
+
+    def wait_warm(self, min_ok: int = 10, deadline_s: float = 60.0) -> float:
+        """Wait until every probe has ``min_ok`` acknowledged operations; returns the seconds it
+        took.  Raises :class:`ProbeError` naming the probes that did not (with their last error)."""
+        t0 = time.monotonic()
+        while True:
+            counts = self.successes()
+            if all(n >= min_ok for n in counts.values()):
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > deadline_s:
+                slow = []
+                for name, n in counts.items():
+                    if n < min_ok:
+                        errs = check.top_errors(check.operations(self.read(name) or []), 1)
+                        slow.append(f"{name}: {n} ok" + (f", last error {errs[0][0]}" if errs else
+                                                         f" ({self._tail(name)})"))
+                raise ProbeError(f"probes not succeeding after {deadline_s:.0f} s: " + "; ".join(slow))
+            time.sleep(0.5)
+
+    def last_node(self, name: str) -> str | None:
+        """The ``node`` of the last acknowledged operation of log ``name`` (the Galera writer's
+        hostname for ``mysql``, ``host:port`` of the broker for ``amqp-publish``)."""
+        for r in reversed(self.read(name) or []):
+            if r.get("ok") and r.get("node"):
+                return str(r["node"])
+        return None
+
+    def _wait_exit(self, names: list[str], deadline_s: float) -> list[str]:
+        end = time.monotonic() + deadline_s
+        left = [n for n in names if n in self._configs]
+        while left and time.monotonic() < end:
+            left = [n for n in left if self.client.daemon(DAEMONS[n]) is not None]
+            if left:
+                time.sleep(0.2)
+        return left
+
+    def stop(self, drain_deadline_s: float = 90.0) -> None:
+        """Stop the probes: the stop file ends the operation loops; once the publisher is gone the
+        drain file lets the consumer empty the queue (≤ ``drain_deadline_s``).  Daemons still
+        running after that are stopped."""
+        self.client.write_file(self.stop_file, "stop\n")
+        left = self._wait_exit(["mysql", "amqp-publish", "keystone"], 30)
+        self.client.write_file(self.drain_file, "drain\n")
+        left += self._wait_exit(["amqp-consume"], drain_deadline_s)
+        for name in left:
+            self.client.stop(DAEMONS[name], timeout=5)
+
+    def collect(self, deadline_s: float = 60.0) -> ProbeData:
+        """Read every log back and (for ``mysql``) the ids present for this run through the VIP."""
+        data = ProbeData()
+        for name in self._logs():
+            raw = self.client.read_file(self.log_path(name))
+            recs, bad = check.parse_jsonl(raw)
+            data.records[name] = recs if raw is not None else None
+            data.torn_lines += bad
+        if "mysql" in self._configs:
+            out = f"{self.dir}/mysql-ids.json"
+            cfg = {**self._configs["mysql"], "probe": "mysql-collect", "log": f"{self.dir}/mysql-collect.jsonl",
+                   "duration_s": deadline_s, "output": out}
+            self.client.write_file(f"{self.dir}/mysql-collect.json", json.dumps(cfg), mode=0o600)
+            res = self.client.run([self.python, AGENT_PATH, f"{self.dir}/mysql-collect.json"], timeout=deadline_s + 60)
+            raw = self.client.read_file(out)
+            if res.ok and raw is not None:
+                data.mysql_ids = json.loads(raw)["ids"]
+            else:
+                data.collect_error = self._tail("mysql-collect")
+        return data
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy the JSONL logs (no secrets in them) to ``dest`` on this machine."""
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in self._logs() + ["mysql-ids"]:
+            path = self.log_path(name) if name != "mysql-ids" else f"{self.dir}/mysql-ids.json"
+            raw = self.client.read_file(path)
+            if raw is not None:
+                (dest / Path(path).name).write_bytes(raw)
+
+    def cleanup(self) -> None:
+        """Stop any probe daemon still running and remove the run directory (configs hold passwords)."""
+        for name in self._configs:
+            try:
+                if self.client.daemon(DAEMONS[name]) is not None:
+                    self.client.stop(DAEMONS[name], timeout=5)
+            except Exception:
+                pass
+        try:
+            self.client.run(["rm", "-rf", self.dir], timeout=30)
+        except Exception:
+            pass
