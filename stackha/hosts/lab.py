@@ -308,6 +308,15 @@ class LabHost(Host):
                     os.chown(mine, st.st_uid, st.st_gid)
                     os.chmod(mine, st.st_mode & 0o7777)
             binds.append([str(mine), path])
+        if any(dst == "/srv" for _, dst in binds):
+            # Fencing path: the lab's fence-gateway directory, bound over a directory of the host's
+            # own disk (nothing is mounted on a shared path) — see stackha.hosts.labfence.
+            from stackha.hosts import labfence
+
+            gw_dir = labfence.fence_dir(self.lab)
+            gw_dir.mkdir(parents=True, exist_ok=True)
+            (self.disk / labfence.HOST_FENCE_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            binds.append([str(gw_dir), labfence.HOST_FENCE_DIR])
         binds.append([str(self.lab.hosts_file), "/etc/hosts"])
         return binds
 
@@ -429,6 +438,19 @@ class LabHost(Host):
             ns.addr("add", index=idx, address=str(self.address), prefixlen=self.lab.subnet.prefixlen)
             ns.link("set", index=idx, state="up")
         return time.monotonic() - t0
+
+    def fence_device(self):
+        """The STONITH device that fences this host from a peer host of the lab (pure): a
+        :class:`stackha.hosts.labfence.FenceDevice` — agent ``fence_stackha_lab``, its parameters,
+        the agent file to install on cluster nodes.  :meth:`ensure_fencing` makes it work."""
+        from stackha.hosts import labfence
+
+        return labfence.device_for(self.name)
+
+    def ensure_fencing(self) -> None:
+        """Start the lab's fence gateway if it is not running (raises
+        :class:`stackha.hosts.labfence.FenceError` if it does not start)."""
+        self.lab.fence_gateway()
 
     # ----------------------------------------------------------------- network faults
     def _bridge_port(self, up: bool) -> None:
@@ -672,6 +694,15 @@ class Lab:
 
     def children_of(self, name: str) -> list[LabHost]:
         return [h for h in self._hosts.values() if h.rec.parent == name]
+
+    def fence_gateway(self) -> Path:
+        """Ensure the lab's fence gateway runs (lazily started in the cgroup
+        ``<lab cgroup>/fence-gw``, so teardown kills it); returns its socket path in the root
+        namespace.  Hosts reach it at ``/srv/stackha/fence/fence.sock``.  See
+        :mod:`stackha.hosts.labfence`."""
+        from stackha.hosts import labfence
+
+        return labfence.ensure_gateway(self)
 
     def vip_addresses(self) -> list[ipaddress.IPv4Address]:
         """The addresses this lab leaves for VIPs (.200 … .254 of its subnet)."""

@@ -13,6 +13,7 @@ OPERATORS: dict[str, str] = {
     "haproxy": "stackha.services.haproxy:HAProxyOperator",
     "keepalived": "stackha.services.keepalived:KeepalivedOperator",
     "keystone": "stackha.services.keystone:KeystoneOperator",
+    "hacluster": "stackha.services.pacemaker:HAClusterOperator",
 }
 
 _cache: dict[str, object] = {}
