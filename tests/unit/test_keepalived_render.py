@@ -83,6 +83,12 @@ def test_stackha_timers_vs_stock():
     assert "vrrp_version 2" in stock and "advert_int 1\n" in stock
     assert re.search(r"chk_haproxy \{[^}]*interval 2\n", stock)
     assert "max_auto_priority" not in stock and "vrrp_garp_master_delay 5\n" in stock
+    # keepalived 2.2.7 wants integer script intervals: a tuned run polls 8 times at 10/s instead
+    tuned_check = KeepalivedOperator().render(app("stackha"))["vip/0"][kx.CHECK_SCRIPT].content
+    stock_check = KeepalivedOperator().render(app("stock"))["vip/0"][kx.CHECK_SCRIPT].content
+    assert "--fail-early" in tuned_check and "--rate 10/s" in tuned_check and tuned_check.count('"$u"') == 8
+    assert "--rate" not in stock_check and stock_check.count('"$u"') == 1
+    assert re.search(r"chk_haproxy \{[^}]*timeout 2\n", tuned)  # > the run's 0.7 s, so a slow run is not a failure
     t = kx.timers("stackha")
     assert t.master_down_s(150) < 0.7
     assert kx.timers("stock").master_down_s(140) > 3
