@@ -142,7 +142,8 @@ def test_deploy_three_nodes_idempotent_with_health_endpoint(cluster):
         assert u.facts["wsrep_cluster_status"] == "Primary"
         assert u.facts["wsrep_local_state_comment"] == "Synced"
         assert u.facts["wsrep_last_committed"] > 0
-    print("RSS per node: " + ", ".join(f"{u.name} mariadbd {rss_mib(u):.0f} MiB" for u in app.units))
+    print("RSS per node: " + ", ".join(f"{u.name} mariadbd {rss_mib(u):.0f} MiB + clustercheck "
+                                       f"{rss_mib(u, g.CHECK_DAEMON):.1f} MiB" for u in app.units))
 
     t0 = time.monotonic()
     assert op.apply(app) == []
