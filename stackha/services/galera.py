@@ -120,7 +120,7 @@ import ipaddress
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from pymysql.converters import escape_string
