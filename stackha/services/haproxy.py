@@ -30,6 +30,15 @@ lets the old worker finish its sessions (``hard-stop-after`` bounds that).  The 
 PID, so ``host.spawn`` keeps tracking it; the VIP never moves for a reload.  Success is read from
 the master CLI (``show proc``: the reload counter moves, ``failed`` does not).
 
+Single writer (Galera, ``Frontend.single_writer``): the first server is active, the others
+``backup``; without ``option allbackups`` only the first backup takes traffic, so there is still a
+single writer while the active one is down.  The active server carries ``on-marked-up
+shutdown-backup-sessions``: when it is back UP, the sessions still open on the backup are closed,
+so two nodes never take writes together for longer than one health check.  Stick tables (``stick
+on dst``) were rejected: they would avoid the fail-back, but each load balancer has its own table
+(unless a ``peers`` section syncs them), so after a VIP move the new holder could pick another
+writer than the old one; the static order picks the same writer on both load balancers, always.
+
 Timers (``app.tuning``): see :data:`TIMERS`.
 """
 
@@ -352,7 +361,9 @@ class HAProxyOperator:
 
         Unit facts: ``holds_vip`` (bool), ``backends`` — ``{frontend: {server: status}}`` with
         HAProxy's status strings (``UP``, ``DOWN``, ``UP 1/2`` going down, ``DOWN 1/2`` going up,
-        ``MAINT`` …), ``health`` (HTTP code of the health URL), ``pid`` (master).
+        ``MAINT`` …), ``writers`` — ``{frontend: server}`` for single-writer frontends (the first
+        server UP in order: where writes go), ``health`` (HTTP code of the health URL), ``pid``
+        (the master's).
         App facts: ``vip``, ``vip_holder`` (host name, or None; a list when several hosts hold
         it), ``backends`` as the VIP holder sees them.  Never changes anything; ≈ 50 ms per unit,
         units observed in parallel.
@@ -397,6 +408,14 @@ class HAProxyOperator:
             return UnitStatus(unit.name, WorkloadState.UNKNOWN, f"cannot observe: {exc}", facts)
         backends = _backends(rows, [proxy_name(fe.name) for fe in app.frontends])
         facts["backends"] = backends
+        writers = {}
+        for fe in app.frontends:
+            if fe.single_writer:
+                up = [n for n, st in backends.get(proxy_name(fe.name), {}).items() if _is_up(st)]
+                order = [proxy_name(n) for n, _ in fe.servers]
+                writers[proxy_name(fe.name)] = next((n for n in order if n in up), None)
+        if writers:
+            facts["writers"] = writers
         empty = [fe for fe, servers in backends.items() if servers and not any(_is_up(s) for s in servers.values())]
         down = [f"{fe}/{s}" for fe, servers in backends.items() for s, st in servers.items() if not _is_up(st)]
         vip_note = ", holds the VIP" if facts.get("holds_vip") else ""

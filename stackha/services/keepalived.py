@@ -360,6 +360,18 @@ class KeepalivedOperator:
         }
         return AppStatus(app=app.name, units=statuses, facts=facts)
 
+    def vip_holders(self, app: AppContext) -> list[str]:
+        """Names of the hosts whose interfaces carry the VIP right now (more than one: a duplicate
+        VIP; empty: nobody holds it).  Only reads ``host.addresses()``: a few ms per unit."""
+        out = []
+        for u in app.units:
+            try:
+                if app.vip is not None and u.host.is_on() and any(a.ip == app.vip.ip for a in u.host.addresses()):
+                    out.append(u.host.name)
+            except HostError:
+                pass
+        return out
+
     def _probe(self, app: AppContext, unit: Unit) -> dict[str, Any]:
         host = unit.host
         r: dict[str, Any] = {"priority": priority(app, unit) if unit in app.units else None}
