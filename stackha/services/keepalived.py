@@ -348,7 +348,8 @@ class KeepalivedOperator:
             state, msg = r["state"], r["message"]
             if len(holders) > 1 and r.get("holds_vip"):
                 others = [h for h in holders if h != unit.host.name]
-                state, msg = WorkloadState.ERROR, f"duplicate VIP: {unit.host.name} and {', '.join(others)} both hold {vip.ip}"
+                dup = f"duplicate VIP: {unit.host.name} and {', '.join(others)} both hold {vip.ip}"
+                state, msg = WorkloadState.ERROR, dup if state == WorkloadState.ACTIVE else f"{dup}; {msg}"
             statuses.append(UnitStatus(unit.name, state, msg, facts))
         facts: dict[str, Any] = {
             "vip": str(vip) if vip else None,

@@ -351,6 +351,19 @@ def test_duplicate_vip_is_reported(lab_factory):
         backup.run(["ip", "addr", "del", f"{env.vip}/{env.lb.vip.network.prefixlen}", "dev", "eth0"])
     assert not env.kad.observe(env.ka).facts["duplicate_vip"]
 
+    # kill -9 of both keepalived processes on the holder (no cleanup): its VIP stays (LAB-NOTES)
+    # while the peer takes over → reported; recover() restarts keepalived, which drops the stale VIP
+    h = env.lab.host(env.holders()[0])
+    h.run(f"kill -9 $(cat {kx.RUN_DIR}/vrrp.pid) $(cat {kx.RUN_DIR}/keepalived.pid)", check=True)
+    st = wait_for(lambda: (s := env.kad.observe(env.ka)).facts["duplicate_vip"] and s, 5, 0.05)
+    assert st, env.kad.observe(env.ka)
+    dead = next(u for u in st.units if env.ka.unit(u.unit).host is h)
+    assert dead.state == WorkloadState.ERROR and "keepalived is not running" in dead.message, dead
+    changes = env.kad.recover(env.ka)
+    assert len(changes) == 1 and "started keepalived" in changes[0], changes
+    assert wait_for(lambda: len(env.holders()) == 1, 5, 0.05), env.holders()
+    settle(env)
+
 
 # ----------------------------------------------------------------------------------------- measurement
 def _failover_gap(env: LB, fault: str, window_s: float) -> tuple[float, int]:
