@@ -339,11 +339,22 @@ class Deployment:
             for c in changes:
                 self.store.event(name, c)
             status = self.observe_app(ctx, op)
-            not_active = [u for u in status.units if u.state != WorkloadState.ACTIVE]
-            if not_active:
-                report.failed[name] = "; ".join(f"{u.unit}: {u.state.value} {u.message}" for u in not_active)
+            broken = [u for u in status.units if u.state in (WorkloadState.ERROR, WorkloadState.BLOCKED)]
+            pending = [u for u in status.units if u.state in (WorkloadState.WAITING, WorkloadState.MAINTENANCE)]
+            if broken:
+                report.failed[name] = "; ".join(f"{u.unit}: {u.state.value} {u.message}" for u in broken)
                 blocked.add(name)
+            elif pending:
+                # Juju's "waiting": on something deployed later (HAProxy waits for its backends).
+                report.waiting[name] = "; ".join(f"{u.unit}: {u.message}" for u in pending)
             progress(name, f"{len(changes)} change(s)" if changes else "no changes")
+        # Applications that waited on later ones are observed again once everything is applied.
+        for name in list(report.waiting):
+            if name in blocked or (only is not None and name not in only):
+                continue
+            status = self.observe_app(ctxs[name])
+            if all(u.state == WorkloadState.ACTIVE for u in status.units):
+                del report.waiting[name]
         report.seconds = time.monotonic() - t0
         return report
 
