@@ -141,6 +141,84 @@ def test_deploying_again_changes_nothing(cloud):
     assert {a: c for a, c in report.changes.items() if c} == {}
 
 
+def openstack(d, *args, config="/srv/stackha/clouds.yaml", timeout=60):
+    from stackha.engine.clouds import cloud_name
+
+    return d.client.run(["env", f"OS_CLIENT_CONFIG_FILE={config}", "openstack", "--os-cloud",
+                         cloud_name(d.name), *args], timeout=timeout)
+
+
+def until_ok(fn, deadline_s):
+    """Poll ``fn`` (→ CommandResult) until ok or the deadline; returns (result, seconds)."""
+    t0 = time.monotonic()
+    while True:
+        res = fn()
+        if res.ok or time.monotonic() - t0 > deadline_s:
+            return res, time.monotonic() - t0
+        time.sleep(0.5)
+
+
+def test_openstack_client_through_the_vip(cloud):
+    d = cloud["d"]
+    res = openstack(d, "token", "issue", "-f", "json")
+    assert res.ok, res.stderr
+    token = json.loads(res.stdout)
+    assert token["id"] and token["project_id"]
+    res = openstack(d, "catalog", "list", "-f", "json")
+    assert res.ok, res.stderr
+    catalog = json.loads(res.stdout)
+    identity = next(c for c in catalog if c["Type"] == "identity")
+    vip = str(ctx(d, "keystone").vip.ip)
+    assert all(vip in e["url"] for e in identity["Endpoints"]), identity
+    assert {e["interface"] for e in identity["Endpoints"]} == {"public", "internal", "admin"}
+
+
+def test_a_token_issued_by_one_unit_validates_on_the_others(cloud):
+    d = cloud["d"]
+    ks = ctx(d, "keystone")
+    password = operator_for("keystone").admin_password(ks)
+    body = json.dumps({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}})
+    first, *others = ks.units
+    res = d.client.run(["curl", "-s", "-D", "-", "-o", "/dev/null", "-X", "POST", "-H", "Content-Type: application/json",
+                        "--data-binary", "@-", f"http://{first.address}:5000/v3/auth/tokens"], input=body, timeout=30)
+    headers = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line)
+    token = {k.lower(): v for k, v in headers.items()}.get("x-subject-token", "").strip()
+    assert token, res.stdout
+    for unit in others:
+        r = d.client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"X-Auth-Token: {token}",
+                          "-H", f"X-Subject-Token: {token}", f"http://{unit.address}:5000/v3/auth/tokens"], timeout=30)
+        assert r.stdout == "200", f"{unit.name} answered {r.stdout} validating a token issued by {first.name}"
+
+
+def test_wrong_password_gives_the_clients_401(cloud):
+    d = cloud["d"]
+    good = d.client.read_file("/srv/stackha/clouds.yaml").decode()
+    password = operator_for("keystone").admin_password(ctx(d, "keystone"))
+    assert password in good
+    d.client.write_file("/srv/test/bad-clouds.yaml", good.replace(password, "not-the-password"), mode=0o600)
+    res = openstack(d, "token", "issue", config="/srv/test/bad-clouds.yaml")
+    assert not res.ok
+    assert "401" in res.stderr and "authentication" in res.stderr.lower(), res.stderr
+
+
+def test_token_issue_survives_a_controller_and_each_load_balancer_powered_off(cloud):
+    d = cloud["d"]
+    controller = ctx(d, "keystone").units[0].host
+    lbs = [u.host for u in ctx(d, "haproxy").units]
+    for victim in [controller, *lbs]:
+        victim.power_off()
+        res, waited = until_ok(lambda: openstack(d, "token", "issue", "-f", "value", "-c", "id", timeout=30), 60)
+        print(f"{victim.name} off: token issue ok after {waited:.1f} s")
+        assert res.ok, f"token issue failing {waited:.0f} s after powering off {victim.name}: {res.stderr}"
+        victim.power_on()
+        d.recover()
+    st = d.status()
+    bad = [(u.unit, u.state.value, u.message) for a in st for u in a.units if u.state.value != "active"]
+    assert bad == []
+
+
 def test_killed_mariadbd_shows_within_5s_and_rejoins_by_ist(cloud):
     d = cloud["d"]
     galera = ctx(d, "galera")
