@@ -121,6 +121,8 @@ START_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 90.0
 _ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# crm_mon roles of an instance whose start has returned (a start in flight shows as "Starting")
+_RUNNING_ROLES = ("Started", "Promoted", "Unpromoted", "Master", "Slave")
 
 
 class ClusterError(HostError):
@@ -382,7 +384,9 @@ class NodeState:
 @dataclass
 class ResourceState:
     """A resource (a clone instance counts under its primitive id): ``nodes`` it is active on,
-    ``role`` (Started / Stopped / …), ``failed``, ``blocked``, ``agent`` (``ocf:heartbeat:IPaddr2``)."""
+    ``role`` (Started / Stopped / …), ``failed``, ``blocked``, ``agent`` (``ocf:heartbeat:IPaddr2``),
+    ``pending``: an operation in flight (crm_mon's ``pending`` attribute); a start that has not
+    returned shows as role ``Starting``: :meth:`ClusterView.started` counts neither."""
 
     id: str
     agent: str
@@ -392,6 +396,8 @@ class ResourceState:
     blocked: bool = False
     managed: bool = True
     nodes: list[str] = field(default_factory=list)
+    pending: str = ""  # an operation in flight (crm_mon's ``pending``: "Starting", "Stopping", …)
+    settled: list[str] = field(default_factory=list)  # nodes of instances active with nothing in flight
 
 
 @dataclass
@@ -427,9 +433,14 @@ class ClusterView:
     fence_history: list[FenceEvent] = field(default_factory=list)
 
     def where(self, rid: str) -> list[str]:
-        """Nodes resource ``rid`` (or a clone's primitive) is active on."""
+        """Nodes resource ``rid`` (or a clone's primitive) is active on (a start in flight counts)."""
         r = self.resources.get(rid)
         return list(r.nodes) if r else []
+
+    def started(self, rid: str) -> list[str]:
+        """Nodes where ``rid`` is active with no operation in flight (its start has returned)."""
+        r = self.resources.get(rid)
+        return list(r.settled) if r else []
 
     def running_on(self, node: str) -> list[str]:
         return sorted(rid for rid, r in self.resources.items() if node in r.nodes)
@@ -466,17 +477,21 @@ def parse_crm_mon(text: str) -> ClusterView:
             rid = r.get("id", "")
             nodes = [x.get("name", "") for x in r.findall("node")]
             prev = view.resources.get(rid)
+            settled = [x for x in nodes if _b(r, "active") and r.get("role") in _RUNNING_ROLES
+                       and not r.get("pending") and not _b(r, "failed")]
             if prev is not None:  # clone instances share the primitive id
                 prev.nodes += [x for x in nodes if x not in prev.nodes]
+                prev.settled += [x for x in settled if x not in prev.settled]
                 prev.active = prev.active or _b(r, "active")
                 prev.failed = prev.failed or _b(r, "failed")
+                prev.pending = prev.pending or r.get("pending", "")
                 if _b(r, "active"):
                     prev.role = r.get("role", prev.role)
                 continue
             view.resources[rid] = ResourceState(
                 id=rid, agent=r.get("resource_agent", ""), role=r.get("role", ""), active=_b(r, "active"),
                 failed=_b(r, "failed"), blocked=_b(r, "blocked"), managed=r.get("managed", "true") == "true",
-                nodes=nodes)
+                nodes=nodes, pending=r.get("pending", ""), settled=settled)
     for n in root.iterfind("node_history/node"):
         for rh in n.iter("resource_history"):
             fc = rh.get("fail-count")
@@ -940,7 +955,7 @@ class HAClusterOperator:
         if app.vip is not None:
             wanted.append(VIP_ID)
         wanted += [d.id for d in daemon_resources(app)]
-        return [rid for rid in wanted if not view.where(rid)]
+        return [rid for rid in wanted if not view.started(rid)]
 
     # ----------------------------------------------------------------- observe
     def view(self, unit: Unit) -> ClusterView | None:

@@ -361,6 +361,17 @@ def test_parse_crm_mon():
     assert v.fence_history[0].target == "t-h3" and v.fence_history[0].delegate == "t-h1"
 
 
+def test_a_start_in_flight_is_not_started():
+    text = CRM_MON.replace('<resource id="web" resource_agent="ocf:heartbeat:anything" role="Started" active="true"',
+                           '<resource id="web" resource_agent="ocf:heartbeat:anything" role="Started" pending="Starting" active="true"')
+    v = parse_crm_mon(text)
+    assert v.where("web") == ["t-h2"] and v.started("web") == [] and v.resources["web"].pending == "Starting"
+    assert v.started("vip") == ["t-h2"] and v.started("lb") == ["t-h1", "t-h2"]
+    starting = parse_crm_mon(CRM_MON.replace('<resource id="vip" resource_agent="ocf:heartbeat:IPaddr2" role="Started"',
+                                             '<resource id="vip" resource_agent="ocf:heartbeat:IPaddr2" role="Starting"'))
+    assert starting.where("vip") == ["t-h2"] and starting.started("vip") == []
+
+
 def test_parse_crm_mon_minority_and_unclean():
     text = CRM_MON.replace('with_quorum="true"', 'with_quorum="false"').replace(
         '<node name="t-h3" id="3" online="false" standby="false" maintenance="false" pending="false" unclean="false"',
