@@ -153,14 +153,14 @@ def probe_mysql(cfg: dict, log: Log) -> str:
                 c.execute(f"INSERT INTO `{table}` (id, run, t) VALUES (%s, %s, %s)", (oid, run, rec["start"]))
             rec.update(ok=True, node=node)
         except Exception as exc:
-            rec.update(ok=False, error=describe(exc), node=node)
+            rec.update(ok=False, error=describe(exc), node=node, end=time.time())
             if conn is not None:
                 try:
                     conn.close()
                 except Exception:
                     pass
             conn, node = None, None
-        rec["end"] = time.time()
+        rec.setdefault("end", time.time())
         log.write(rec)
     if conn is not None:
         try:
@@ -307,11 +307,11 @@ def probe_amqp_publish(cfg: dict, log: Log) -> str:
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            rec.update(ok=False, error=describe(exc), node=node)
-            _drop(conn)
+            rec.update(ok=False, error=describe(exc), node=node, end=time.time())
+            _drop(conn)  # after the end time: dropping a dead connection is not the operation
             conn = ch = node = None
             brokers.failed()
-        rec["end"] = time.time()
+        rec.setdefault("end", time.time())
         log.write(rec)
     _drop(conn)
     return loop.reason
