@@ -356,8 +356,10 @@ def probe_amqp_consume(cfg: dict, log: Log) -> str:
             ready = timed(lambda: _declare(ch, a["queue"], passive=True).method.message_count, timeout)
             if drain_file and os.path.exists(drain_file) and ready == 0 \
                     and time.monotonic() - state["last"] >= drain_idle:
+                # The queue is empty and the publisher gone: delete it (quorum queues refuse
+                # if_empty; a message confirmed but not consumed would show as lost anyway).
                 try:
-                    timed(lambda: ch.queue_delete(queue=a["queue"], if_empty=True), timeout)
+                    timed(lambda: ch.queue_delete(queue=a["queue"]), timeout)
                 except BaseException as exc:
                     log.write({"probe": "amqp", "event": "queue not deleted", "error": describe(exc), "t": time.time()})
                 reason = "drained"
