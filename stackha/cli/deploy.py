@@ -134,6 +134,41 @@ def _fmt(v) -> str:
     return str(v)
 
 
+# The component facts `stackha status` shows in its tables (all of them are in --format json).
+KEY_FACTS = {
+    "galera": ("wsrep_cluster_size", "wsrep_cluster_status", "wsrep_local_state_comment", "wsrep_last_committed"),
+    "rabbitmq": ("running_nodes", "partitions", "alarms"),
+    "haproxy": ("holds_vip", "backends", "writers"),
+    "keepalived": ("vrrp_state", "holds_vip"),
+    "keystone": ("http", "latency_ms"),
+}
+APP_FACTS = {
+    "galera": ("wsrep_cluster_size", "synced_units"),
+    "rabbitmq": ("running_nodes", "partitions", "alarms"),
+    "haproxy": ("vip_holder",),
+    "keepalived": ("vip_holder", "duplicate_vip", "problems"),
+}
+
+
+def _fact_text(key: str, value) -> str:
+    if key == "backends" and isinstance(value, dict):
+        parts = []
+        for fe, servers in value.items():
+            up = sum(1 for st in servers.values() if str(st).startswith("UP"))
+            down = [n for n, st in servers.items() if not str(st).startswith("UP")]
+            parts.append(f"{fe} {up}/{len(servers)} UP" + (f" (down: {', '.join(down)})" if down else ""))
+        return "; ".join(parts)
+    if key == "running_nodes" and isinstance(value, list):
+        return f"{len(value)} running"
+    return f"{key}={_fmt(value)}"
+
+
+def _facts_line(kind: str | None, facts: dict, keys: dict) -> str:
+    wanted = keys.get(kind or "")
+    items = [(k, facts[k]) for k in wanted if k in facts] if wanted else list(facts.items())
+    return "  ".join(_fact_text(k, v) for k, v in items)
+
+
 def status(
     lab: str = typer.Option(..., "--lab", help="Lab prefix."),
     fmt: str = typer.Option("table", "--format", help="table or json"),
@@ -148,18 +183,18 @@ def status(
     if fmt == "json":
         print(json.dumps(rows, indent=2, default=str))
         return
+    from rich.markup import escape
+
     apps = Table("App", "Kind", "Units", "VIP", "Facts", title=f"cloud on lab {lab}")
-    units = Table("Unit", "Workload", "Host", "Address", "Message")
+    units = Table("Unit", "Workload", "Host", "Address", "Message", "Facts")
     for r in rows:
         active = sum(u["workload"] == "active" for u in r["units"])
         apps.add_row(r["application"], r["kind"] or "?", f"{active}/{len(r['units'])}", r["vip"] or "",
-                     _fmt(r["facts"]) if r["facts"] else "")
+                     escape(_facts_line(r["kind"], r["facts"], APP_FACTS)))
         for u in r["units"]:
             style = STATE_STYLE.get(u["workload"], "")
-            msg = u["message"]
-            if u["facts"]:
-                msg = (msg + " " if msg else "") + "[dim]" + _fmt(u["facts"]) + "[/]"
-            units.add_row(u["unit"], f"[{style}]{u['workload']}[/]", u["host"], u["address"], msg)
+            units.add_row(u["unit"], f"[{style}]{u['workload']}[/]", u["host"], u["address"], escape(u["message"]),
+                          escape(_facts_line(r["kind"], u["facts"], KEY_FACTS)))
     console.print(apps)
     console.print(units)
 
