@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -13,7 +14,8 @@ from rich.table import Table
 
 from stackha.errors import InvalidInput, UserError
 
-console = Console()
+# Wide enough for the status tables when the output is a log rather than a terminal.
+console = Console() if sys.stdout.isatty() else Console(width=160)
 
 STATE_STYLE = {"active": "green", "maintenance": "yellow", "waiting": "yellow", "blocked": "red",
                "error": "bold red", "unknown": "magenta"}
