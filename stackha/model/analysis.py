@@ -332,7 +332,10 @@ def _conflicts(bundle: Bundle, add: Add) -> None:
     by_mcast: dict[str, list[str]] = defaultdict(list)
     for name, app in bundle.applications.items():
         if app.kind == "keepalived":
-            by_router[opts.router_id(app.options)].append(name)
+            vips = opts.vip_addresses(app.options, app.kind) or [
+                v for other in sorted(bundle.related(name))
+                for v in opts.vip_addresses(bundle.applications[other].options, bundle.applications[other].kind)]
+            by_router[opts.router_id(app.options, vips[0] if vips else None)].append(name)
         if app.kind == "hacluster":
             addr = opts.corosync_mcast(app.options)
             if addr is not None:

@@ -136,10 +136,35 @@ def vip_provider(options: dict[str, Any]) -> str | None:
     return str(v) if v is not None else None
 
 
-def router_id(options: dict[str, Any]) -> int:
-    """A keepalived application's VRRP router id (default :data:`DEFAULT_ROUTER_ID`)."""
+def router_id(options: dict[str, Any], vip: IPAddress | None = None) -> int:
+    """A keepalived application's VRRP router id: option ``router_id``; else, when its VIP is
+    known, the id the keepalived operator allocates for it (:func:`allocate_router_id`); else
+    :data:`DEFAULT_ROUTER_ID` (the keepalived charm's default)."""
     v = _as_int(options.get("router_id"))
-    return v if v is not None else DEFAULT_ROUTER_ID
+    if v is not None:
+        return v
+    return allocate_router_id(vip) if vip is not None else DEFAULT_ROUTER_ID
+
+
+VRID_MAX = 255
+
+
+def allocate_router_id(vip: Any, taken: Any = ()) -> int:
+    """A VRRP ``virtual_router_id`` (1–255) for ``vip`` that is not in ``taken``.
+
+    Deterministic: the VIP's last octet (``198.18.7.250`` → 250; 0 counts as 255), or, when that is
+    taken, the next free id counting upwards and wrapping from 255 to 1.  Distinct VIPs of one /24
+    (the lab's .200–.254 VIP range) therefore never collide with each other, and re-running gives
+    the same answer.  Raises ValueError when all 255 ids are taken.
+    """
+    ip = ipaddress.ip_interface(str(vip)).ip
+    taken = set(taken)
+    start = int(ip) & 0xFF or VRID_MAX
+    for k in range(VRID_MAX):
+        vrid = (start - 1 + k) % VRID_MAX + 1
+        if vrid not in taken:
+            return vrid
+    raise ValueError(f"no free VRRP virtual_router_id for {ip}: all {VRID_MAX} are taken")
 
 
 def corosync_mcast(options: dict[str, Any]) -> str | None:

@@ -47,6 +47,7 @@ from typing import Any, Iterable
 from stackha.errors import InvalidInput
 from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.services import haproxy as _haproxy
+from stackha.model.options import allocate_router_id  # noqa: F401 (one rule for model and operator)
 from stackha.services.base import (
     AppContext,
     AppStatus,
@@ -154,28 +155,6 @@ def timers(tuning: str) -> VrrpTimers:
         return TIMERS[tuning]
     except KeyError:
         raise InvalidInput(f"tuning {tuning!r}: use one of {', '.join(TIMERS)}") from None
-
-
-def allocate_router_id(vip: ipaddress.IPv4Interface | ipaddress.IPv4Address | str, taken: Iterable[int] = ()) -> int:
-    """A VRRP ``virtual_router_id`` (1–255) for ``vip`` that is not in ``taken``.
-
-    Deterministic: the VIP's last octet (``198.18.7.250`` → 250; 0 counts as 255), or, when that is
-    taken, the next free id counting upwards and wrapping from 255 to 1.  Distinct VIPs of one /24
-    (the lab's .200–.254 VIP range) therefore never collide with each other, re-running gives the
-    same answer, and the id is readable in a packet capture.  VRRP ids only need to be unique per
-    broadcast domain; with unicast peers a clash between two pairs is harmless but confusing, so the
-    model analysis passes every id already used on the segment as ``taken``.
-
-    Raises ValueError when all 255 ids are taken.
-    """
-    ip = ipaddress.ip_interface(str(vip)).ip if not isinstance(vip, ipaddress.IPv4Address) else vip
-    taken = set(taken)
-    start = int(ip) & 0xFF or VRID_MAX
-    for k in range(VRID_MAX):
-        vrid = (start - 1 + k) % VRID_MAX + 1
-        if vrid not in taken:
-            return vrid
-    raise ValueError(f"no free VRRP virtual_router_id for {ip}: all {VRID_MAX} are taken")
 
 
 def router_id(app: AppContext) -> int:

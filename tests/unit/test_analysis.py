@@ -217,3 +217,28 @@ def test_analyze_rejects_bad_unit_availability() -> None:
     b = load_bundle(EXAMPLES / "lab-control-plane.yaml")
     with pytest.raises(ValueError):
         analyze(b, unit_availability=1.0)
+
+
+def test_keepalived_without_router_id_gets_the_operators_id_so_distinct_vips_do_not_conflict():
+    from stackha.model import load_bundle_text
+    from stackha.model.analysis import analyze
+    from stackha.services.keepalived import allocate_router_id
+
+    def bundle(vip_a, vip_b):
+        return load_bundle_text(f"""
+machines: {{"0": {{}}, "1": {{}}}}
+applications:
+  lb-a: {{charm: ch:haproxy, num_units: 2, to: ["0", "1"], options: {{vip: {vip_a}}}}}
+  lb-b: {{charm: ch:haproxy, num_units: 2, to: ["0", "1"], options: {{vip: {vip_b}}}}}
+  ka-a: {{charm: ch:keepalived}}
+  ka-b: {{charm: ch:keepalived}}
+relations:
+  - [ka-a, lb-a]
+  - [ka-b, lb-b]
+""")
+
+    codes = lambda b: [f.code for f in analyze(b).findings]  # noqa: E731
+    assert "vrrp-router-id" not in codes(bundle("198.18.7.250", "198.18.7.251"))
+    assert allocate_router_id("198.18.7.250") == 250
+    # Same last octet in two /24s: the operator would allocate the same id; the analysis says so.
+    assert "vrrp-router-id" in codes(bundle("198.18.7.250", "198.18.8.250"))
