@@ -73,6 +73,7 @@ Processes: ``corosync`` and ``pacemakerd`` are started with ``host.spawn`` (daem
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import time
@@ -533,6 +534,23 @@ def principal(app: AppContext) -> AppContext | None:
     return next((o for o in app.related.values() if o.kind != KIND), None)
 
 
+def with_vip(app: AppContext) -> AppContext:
+    """``app`` with its VIP filled in from the principal's (``vip``/``vip_cidr``) when the engine
+    gave it none (the engine shares a VIP only among VIP providers and load balancers).  Returns
+    ``app`` itself when nothing is missing, else a shallow copy."""
+    if app.vip is not None:
+        return app
+    p = principal(app)
+    if p is None:
+        return app
+    vip = p.vip
+    if vip is None:
+        from stackha.engine.deploy import parse_vip
+
+        vip = parse_vip(p.options, f"applications.{p.name}")
+    return dataclasses.replace(app, vip=vip) if vip is not None else app
+
+
 def _check_id(rid: str, where: str) -> str:
     if not _ID_RE.match(rid) or rid in (VIP_ID,) or rid.startswith("fence-"):
         raise InvalidInput(f"{where}: resource id {rid!r}: use letters, digits, '_', '.', '-' (not 'vip' or 'fence-*')")
@@ -698,6 +716,7 @@ class HAClusterOperator:
         file of the host provider and, with the HAProxy clone, its haproxy.cfg (0600).  Pure.
 
         Raises :class:`InvalidInput` for fewer than 2 units, an unknown tuning, a bad option."""
+        app = with_vip(app)
         if len(app.units) < 2:
             raise InvalidInput(f"{app.name}: a Pacemaker cluster needs at least 2 nodes (3 for quorum after a loss), "
                                f"got {len(app.units)}")
@@ -763,6 +782,7 @@ class HAClusterOperator:
 
     def seed_cib(self, app: AppContext) -> str:
         """The CIB written on a node's first boot (only the properties): pure."""
+        app = with_vip(app)
         return render_template("pacemaker/cib-seed.xml.j2", properties=properties(app))
 
     # ----------------------------------------------------------------- apply
@@ -776,6 +796,7 @@ class HAClusterOperator:
         ``cluster_count`` exist, :class:`ClusterError` when the cluster does not form or settle in
         time (with the daemon's log), :class:`CommandError` when cibadmin refuses the config.
         """
+        app = with_vip(app)
         from stackha.model.options import cluster_count
 
         need = cluster_count(app.options)
@@ -796,6 +817,7 @@ class HAClusterOperator:
         and pacemaker, it rejoins) and clear failures of resources that are stopped everywhere
         (``crm_resource --cleanup``).  Powered-off hosts are skipped silently: the cluster runs
         without them.  Returns what it did."""
+        app = with_vip(app)
         up = [u for u in app.units if u.host.is_on()]
         if not up:
             return []
@@ -895,6 +917,7 @@ class HAClusterOperator:
     def wanted_configuration(self, app: AppContext, live: ET.Element, files: dict[str, RenderedFile]) -> ET.Element:
         """The CIB ``live`` (a full ``cibadmin -Q`` tree) with stackha's resources, constraints and
         properties in place — a new tree; ``live`` is not modified."""
+        app = with_vip(app)
         new = ET.fromstring(ET.tostring(live))
         cfg = new.find("configuration")
         if cfg is None:
@@ -1004,6 +1027,7 @@ class HAClusterOperator:
         target, delegate, origin, status, completed}]), ``problems``.  ≈ 0.1–0.3 s (one crm_mon per
         node, in parallel).
         """
+        app = with_vip(app)
         views = self._views(app)
         best = next((v for v in views.values() if v is not None and v.quorum and v.dc), None)
         if best is None:
@@ -1099,6 +1123,7 @@ class HAClusterOperator:
     # ----------------------------------------------------------------- helpers for scenarios
     def vip_holders(self, app: AppContext) -> list[str]:
         """Hosts whose interfaces carry the VIP right now (empty when nobody holds it)."""
+        app = with_vip(app)
         out = []
         for u in app.units:
             try:

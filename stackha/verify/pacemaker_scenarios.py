@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from stackha.hosts.base import Host, HostError
 from stackha.services.base import AppContext, WorkloadState
-from stackha.services.pacemaker import HAClusterOperator, node_name
+from stackha.services.pacemaker import HAClusterOperator, node_name, with_vip
 from stackha.verify.check import longest_gap, operations, parse_jsonl
 
 PROBE_DIR = "/srv/stackha/pcmk-probe"
@@ -38,22 +38,29 @@ PY = "/usr/bin/python3"
 #: The client-side HTTP probe (stdlib only; run by Debian's python3 on the client host).
 PROBE_SCRIPT = r'''
 import json, os, sys, time, urllib.request
-cfg = json.loads(sys.argv[1])
+with open(sys.argv[1]) as f:
+    cfg = json.load(f)
+body = cfg.get("body")
+data = json.dumps(body).encode() if body is not None else None
+headers = {"Content-Type": "application/json"} if data is not None else {}
 end = time.monotonic() + cfg["duration_s"]
 n = 0
 with open(cfg["log"], "a", buffering=1) as f:
     while time.monotonic() < end and n < cfg["max_ops"] and not os.path.exists(cfg["stop_file"]):
         n += 1
         t0 = time.time()
-        ok, err, body = False, "", ""
+        ok, err, text = False, "", ""
         try:
-            with urllib.request.urlopen(cfg["url"], timeout=cfg["timeout_s"]) as r:
-                body = r.read(4096).decode(errors="replace")
-                ok = 200 <= r.status < 300
+            req = urllib.request.Request(cfg["url"], data=data, headers=headers, method="POST" if data else "GET")
+            with urllib.request.urlopen(req, timeout=cfg["timeout_s"]) as r:
+                text = r.read(4096).decode(errors="replace")
+                ok = r.status in cfg["expect"]
+                if not ok:
+                    err = f"HTTP {r.status}"
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"[:200]
-        f.write(json.dumps({"probe": "http", "op": "get", "id": str(n), "start": t0, "end": time.time(),
-                            "ok": ok, "error": err, "node": body.strip()[:80] if ok else ""}) + "\n")
+        f.write(json.dumps({"probe": "http", "op": cfg["op"], "id": str(n), "start": t0, "end": time.time(),
+                            "ok": ok, "error": err, "node": text.strip()[:80] if ok and data is None else ""}) + "\n")
         time.sleep(max(0.0, cfg["interval_s"] - (time.time() - t0)))
 '''
 
@@ -64,8 +71,11 @@ class ScenarioError(HostError):
 
 @dataclass
 class HttpProbe:
-    """GET ``url`` from ``client`` every ``interval_s`` (each bounded by ``timeout_s``), for at most
-    ``duration_s`` seconds and ``max_ops`` requests, until :meth:`stop`."""
+    """GET ``url`` from ``client`` — or POST ``body`` (JSON) when given — every ``interval_s`` (each
+    bounded by ``timeout_s``), for at most ``duration_s`` seconds and ``max_ops`` requests, until
+    :meth:`stop`.  A request succeeds when the status is in ``expect``.  The configuration (which
+    may hold a password, e.g. Keystone's token request) is a 0600 file on the client, never an
+    argument."""
 
     client: Host
     url: str
@@ -73,24 +83,34 @@ class HttpProbe:
     interval_s: float = 0.05
     timeout_s: float = 0.5
     max_ops: int = 20000
+    body: dict | None = None
+    expect: tuple[int, ...] = (200,)
+    name: str = "http"
 
     @property
     def log(self) -> str:
-        return f"{PROBE_DIR}/http.jsonl"
+        return f"{PROBE_DIR}/{self.name}.jsonl"
 
     @property
     def stop_file(self) -> str:
-        return f"{PROBE_DIR}/stop"
+        return f"{PROBE_DIR}/{self.name}.stop"
+
+    @property
+    def daemon(self) -> str:
+        return f"{PROBE_DAEMON}-{self.name}"
 
     def start(self) -> "HttpProbe":
         self.client.run(["mkdir", "-p", PROBE_DIR], check=True)
         self.client.run(["rm", "-f", self.log, self.stop_file], check=True)
         self.client.write_file(f"{PROBE_DIR}/probe.py", PROBE_SCRIPT)
         cfg = {"url": self.url, "duration_s": self.duration_s, "interval_s": self.interval_s,
-               "timeout_s": self.timeout_s, "max_ops": self.max_ops, "log": self.log, "stop_file": self.stop_file}
-        if self.client.daemon(PROBE_DAEMON) is not None:
-            self.client.stop(PROBE_DAEMON, timeout=5)
-        self.client.spawn(PROBE_DAEMON, [PY, f"{PROBE_DIR}/probe.py", json.dumps(cfg)])
+               "timeout_s": self.timeout_s, "max_ops": self.max_ops, "log": self.log, "stop_file": self.stop_file,
+               "body": self.body, "expect": list(self.expect), "op": "post" if self.body is not None else "get"}
+        conf = f"{PROBE_DIR}/{self.name}.json"
+        self.client.write_file(conf, json.dumps(cfg), mode=0o600)
+        if self.client.daemon(self.daemon) is not None:
+            self.client.stop(self.daemon, timeout=5)
+        self.client.spawn(self.daemon, [PY, f"{PROBE_DIR}/probe.py", conf])
         return self
 
     def records(self) -> list[dict]:
@@ -104,10 +124,10 @@ class HttpProbe:
         """Stop the probe (stop file, then SIGTERM after 5 s) and return its records."""
         self.client.write_file(self.stop_file, "stop\n")
         end = time.monotonic() + 5
-        while self.client.daemon(PROBE_DAEMON) is not None and time.monotonic() < end:
+        while self.client.daemon(self.daemon) is not None and time.monotonic() < end:
             time.sleep(0.05)
-        if self.client.daemon(PROBE_DAEMON) is not None:
-            self.client.stop(PROBE_DAEMON, timeout=2)
+        if self.client.daemon(self.daemon) is not None:
+            self.client.stop(self.daemon, timeout=2)
         return self.records()
 
 
@@ -208,15 +228,83 @@ def _restore(op: HAClusterOperator, app: AppContext, hosts: list[Host], deadline
     return changes
 
 
-def _warm_up(probe: HttpProbe, deadline_s: float = 15.0) -> None:
-    t = time.time()
-    if not _wait(lambda: probe.successes_after(t) >= 5, deadline_s, 0.1):
+def _start_probe(client: Host, url: "str | HttpProbe") -> HttpProbe:
+    """Start ``url``'s probe: a GET probe for a URL, or the given (not yet started) HttpProbe."""
+    probe = url if isinstance(url, HttpProbe) else HttpProbe(client, url)
+    return probe.start()
+
+
+def keystone_token_probe(client: Host, auth_url: str, password: str, *, user: str = "admin",
+                         project: str = "admin", name: str = "token") -> HttpProbe:
+    """A probe issuing a Keystone token per request (POST ``<auth_url>/auth/tokens``, password
+    method, project scope; success = 201), as ``openstack token issue`` does."""
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"name": "Default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"name": "Default"}}}}}
+    return HttpProbe(client, auth_url.rstrip("/") + "/auth/tokens", body=body, expect=(201,), timeout_s=10.0,
+                     interval_s=0.05, name=name)
+
+
+def vip_poweroff_gap(hosts: list[Host], vip, client: Host, probe: "str | HttpProbe", *,
+                     deadline_s: float = 60.0) -> ScenarioResult:
+    """Provider-agnostic: power off whichever of ``hosts`` holds ``vip`` (an address) while
+    ``probe`` runs from ``client``; returns the gap once the VIP is on one other host and the probe
+    succeeds again.  Used to compare keepalived's VIP with Pacemaker's in the same run.  The host
+    stays off (the caller restores it).  Facts: ``victim``, ``new_holder``, ``vip_moved_s``,
+    ``service_back_s``."""
+    res = ScenarioResult("vip-holder-poweroff")
+    sampler = VipSampler(hosts, vip)
+    holders = sampler.holders()
+    if len(holders) != 1:
+        raise ScenarioError(f"expected one holder of {vip}, found {holders or 'none'}")
+    victim = next(h for h in hosts if h.name == holders[0])
+    probe = _start_probe(client, probe)
+    sampler.start()
+    t0 = time.time()
+    try:
+        _warm_up(probe)
+        t0 = time.time()
+        victim.power_off()
+        res.timeline.append((0.0, f"power off {victim.name}"))
+        res.facts["victim"] = victim.name
+        new = _wait(lambda: (lambda h: h if len(h) == 1 and h[0] != victim.name else None)(sampler.holders()),
+                    deadline_s, 0.05)
+        if new:
+            res.facts.update(new_holder=new[0], vip_moved_s=round(time.time() - t0, 2))
+        else:
+            res.problems.append(f"the VIP did not move within {deadline_s:.0f} s")
+        back = _wait(lambda: back_after(probe.records(), t0), deadline_s, 0.05)
+        if back:
+            res.facts["service_back_s"] = round(back - t0, 2)
+        else:
+            res.problems.append(f"no success through the VIP within {deadline_s:.0f} s")
+        time.sleep(1.0)
+    finally:
+        records = probe.stop()
+        sampler.stop()
+    return _finish(res, records, sampler, t0)
+
+
+def back_after(records: list[dict], t0: float) -> float | None:
+    """When the service answered again after a fault at ``t0`` (wall s): the end of the first
+    success that follows the first failure after ``t0`` (or of the first success after ``t0`` when
+    nothing failed).  None when it never did."""
+    failed = [r["end"] for r in records if not r.get("ok") and r["end"] >= t0]
+    since = min(failed) if failed else t0
+    ok = [r["end"] for r in records if r.get("ok") and r["end"] > since]
+    return min(ok) if ok else None
+
+
+def _warm_up(probe: HttpProbe, deadline_s: float = 30.0, successes: int = 2) -> None:
+    """Wait for ``successes`` successful requests (the service answers before the fault)."""
+    t = time.time() - 60
+    if not _wait(lambda: probe.successes_after(t) >= successes, deadline_s, 0.1):
         recs = probe.stop()
         last = recs[-1].get("error") if recs else "no request made"
         raise ScenarioError(f"the service does not answer through {probe.url} before the fault: {last}")
 
 
-def vip_node_poweroff(app: AppContext, client: Host, url: str, *, deadline_s: float = 60.0,
+def vip_node_poweroff(app: AppContext, client: Host, url: "str | HttpProbe", *, deadline_s: float = 60.0,
                       restore: bool = True) -> ScenarioResult:
     """``pacemaker-vip-node-poweroff``: power off the VIP holder; expect the VIP and service on one
     other node, a successful fence of the dead node in the fence history, HTTP back through the VIP.
@@ -225,6 +313,7 @@ def vip_node_poweroff(app: AppContext, client: Host, url: str, *, deadline_s: fl
     ``fence`` (the fence event), ``fenced_after_s`` (second resolution: Pacemaker's timestamps).
     ``restore``: power the node on again and run ``recover`` afterwards.  Raises
     :class:`ScenarioError` without a single VIP holder or an answering service."""
+    app = with_vip(app)
     op = HAClusterOperator()
     res = ScenarioResult("pacemaker-vip-node-poweroff")
     holders = op.vip_holders(app)
@@ -232,7 +321,7 @@ def vip_node_poweroff(app: AppContext, client: Host, url: str, *, deadline_s: fl
         raise ScenarioError(f"{app.name}: expected one VIP holder before the fault, found {holders or 'none'}")
     victim = next(u.host for u in app.units if u.host.name == holders[0])
     hosts = [u.host for u in app.units]
-    probe = HttpProbe(client, url).start()
+    probe = _start_probe(client, url)
     sampler = VipSampler(hosts, app.vip.ip)
     sampler.start()
     try:
@@ -252,10 +341,9 @@ def vip_node_poweroff(app: AppContext, client: Host, url: str, *, deadline_s: fl
         else:
             res.facts["new_holder"] = new[0]
             res.facts["vip_moved_s"] = round(time.time() - t0, 2)
-        back = _wait(lambda: probe.successes_after(t0 + 0.5) > 0, deadline_s, 0.05)
+        back = _wait(lambda: back_after(probe.records(), t0), deadline_s, 0.05)
         if back:
-            first = min(r["end"] for r in probe.records() if r.get("ok") and r["start"] >= t0 + 0.5)
-            res.facts["service_back_s"] = round(first - t0, 2)
+            res.facts["service_back_s"] = round(back - t0, 2)
         else:
             res.problems.append(f"the service did not answer through the VIP within {deadline_s:.0f} s")
 
@@ -290,12 +378,13 @@ def node_name_of(app: AppContext, host: Host) -> str:
     return next(node_name(u) for u in app.units if u.host.name == host.name)
 
 
-def service_kill(app: AppContext, client: Host, url: str, resource: str, *, deadline_s: float = 60.0) -> ScenarioResult:
+def service_kill(app: AppContext, client: Host, url: "str | HttpProbe", resource: str, *, deadline_s: float = 60.0) -> ScenarioResult:
     """``pacemaker-service-kill``: ``kill -9`` of daemon resource ``resource`` where it runs; expect
     a restart in place (same node, new PID) within the monitor interval + restart, and a failcount.
 
     Facts: ``node``, ``old_pid``, ``new_pid``, ``restarted_after_s``, ``same_node``, ``failcount``.
     Raises :class:`ScenarioError` when the resource runs on no single node."""
+    app = with_vip(app)
     op = HAClusterOperator()
     res = ScenarioResult("pacemaker-service-kill")
     st = op.observe(app)
@@ -307,7 +396,7 @@ def service_kill(app: AppContext, client: Host, url: str, resource: str, *, dead
     if pid is None:
         raise ScenarioError(f"{unit.name}: no pidfile for {resource}")
     hosts = [u.host for u in app.units]
-    probe = HttpProbe(client, url).start()
+    probe = _start_probe(client, url)
     sampler = VipSampler(hosts, app.vip.ip) if app.vip else VipSampler([], None)
     sampler.start()
     try:
@@ -350,7 +439,7 @@ def service_kill(app: AppContext, client: Host, url: str, resource: str, *, dead
     return _finish(res, records, sampler, t0)
 
 
-def minority(app: AppContext, client: Host, url: str, *, deadline_s: float = 90.0, restore: bool = True) -> ScenarioResult:
+def minority(app: AppContext, client: Host, url: "str | HttpProbe", *, deadline_s: float = 90.0, restore: bool = True) -> ScenarioResult:
     """``pacemaker-minority``: power off every node but the VIP holder (2 of 3); expect the survivor
     to lose quorum and stop its resources (the VIP leaves it: no host holds it); then power one node
     back on and ``recover`` it: quorum and the service return.
@@ -358,6 +447,7 @@ def minority(app: AppContext, client: Host, url: str, *, deadline_s: float = 90.
     Facts: ``survivor``, ``stopped_after_s`` (VIP gone, after the power-off), ``returned``,
     ``service_back_s`` (after the power-on), ``survivor_state`` (its unit status while alone).
     Needs ≥ 3 nodes; raises :class:`ScenarioError` otherwise or without a single VIP holder."""
+    app = with_vip(app)
     op = HAClusterOperator()
     res = ScenarioResult("pacemaker-minority")
     if len(app.units) < 3:
@@ -368,7 +458,7 @@ def minority(app: AppContext, client: Host, url: str, *, deadline_s: float = 90.
     survivor = next(u for u in app.units if u.host.name == holders[0])
     others = [u.host for u in app.units if u is not survivor]
     hosts = [u.host for u in app.units]
-    probe = HttpProbe(client, url).start()
+    probe = _start_probe(client, url)
     sampler = VipSampler(hosts, app.vip.ip)
     sampler.start()
     try:

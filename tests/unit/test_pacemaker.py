@@ -150,6 +150,18 @@ def test_constraints_fence_avoids_its_target_daemon_follows_the_vip():
     assert orders == {("vip", "web", "Mandatory"), ("vip", "db", "Mandatory"), ("web", "db", "Mandatory")}
 
 
+def test_vip_comes_from_the_principal_when_the_engine_gives_none():
+    a = app()
+    a.vip = None  # the engine shares VIPs only among VIP providers and load balancers
+    res = ET.fromstring(render(a)["ha/0"][pm.CIB_RESOURCES].content)
+    vip = res.find("primitive[@id='vip']")
+    assert vip is not None and vip.find("instance_attributes/nvpair[@name='ip']").get("value") == "198.18.42.200"
+    a.related["web"].vip = None  # only the option is there
+    a.related["web"].options.update(vip_cidr=25)
+    res = ET.fromstring(render(a)["ha/0"][pm.CIB_RESOURCES].content)
+    assert res.find("primitive[@id='vip']/instance_attributes/nvpair[@name='cidr_netmask']").get("value") == "25"
+
+
 def test_clone_resource_carries_the_vip():
     a = app(options={"resources": {"lb": {"command": ["/usr/sbin/haproxy", "-db", "-f", "/x"], "clone": True,
                                           "check_command": "true"}}})
