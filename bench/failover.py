@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 170)
@@ -95,7 +96,7 @@ def bench_cloud(tuning: str, args, used_subnets: set[int], work: Path) -> dict:
             return out
         say(f"{tuning}: deployed in {rep.seconds:.0f} s")
         d = Deployment.open(prefix, state_dir())
-        reports = sc.run_scenarios(d, list(args.scenario), args.runs, d.dir / "verify", lambda m: say(f"  {m}"))
+        reports = sc.run_scenarios(d, list(args.scenario), args.runs, d.dir / "verify", lambda m: say("  " + escape(m)))
         out["reports"] = [r.to_dict() for r in reports]
         out["summary"] = sc.summarize(reports)
         return out

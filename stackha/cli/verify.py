@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stackha.errors import InvalidInput
@@ -109,7 +110,8 @@ def verify(
     chosen = sc.applicable(d, list(scenario) or None)
     out = verify_dir(d)
     t0 = time.monotonic()
-    say = (lambda m: None) if fmt == "json" else (lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {m}"))
+    say = (lambda m: None) if fmt == "json" else (
+        lambda m: console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(m)}", highlight=False))
     reports = sc.run_scenarios(d, [s.name for s in chosen], runs, out, say)
     rows = sc.summarize(reports)
     summary = {"lab": lab, "tuning": d.tuning, "runs": runs, "seconds": round(time.monotonic() - t0, 1),
@@ -123,6 +125,8 @@ def verify(
     else:
         print_runs(reports, f"stackha verify on lab {lab} (tuning {d.tuning})")
         print_summary(rows, reports)
+        console.print("recovery s: stackha's recovery (Deployment.recover) after the fault was lifted, until every "
+                      "unit was active; gaps and failures count from 3 s before the fault")
         console.print(f"reports and timelines: {out} (summary-{stamp}.json); {summary['seconds']:.0f} s in all")
         if summary["lost"]:
             console.print(f"[bold red]{summary['lost']} acknowledged operation(s) LOST[/]")
