@@ -136,3 +136,24 @@ def test_timeline_png(tmp_path):
     assert plot_timeline(rep, logs, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not plot_timeline(rep, tmp_path / "nothing", tmp_path / "n.png")
+
+
+def test_cli_register_adds_verify_with_list():
+    import typer
+    from typer.testing import CliRunner
+
+    from stackha.cli import verify as verify_cli
+
+    app = typer.Typer()
+    verify_cli.register(app)
+
+    @app.command()
+    def other() -> None:  # a second command so typer keeps the sub-command names
+        pass
+
+    res = CliRunner().invoke(app, ["verify", "--list"])
+    assert res.exit_code == 0, res.output
+    for name in sc.SCENARIOS:
+        assert name in res.output
+    res = CliRunner().invoke(app, ["verify"])
+    assert res.exit_code != 0  # --lab is required without --list
