@@ -69,6 +69,24 @@ fence history; plus which hosts hold the VIP address (from the hosts' interfaces
 
 Processes: ``corosync`` and ``pacemakerd`` are started with ``host.spawn`` (daemon names
 ``corosync``, ``pacemakerd``); never pidof/killall.  Memory ≈ 215 MiB RSS per node (LAB-NOTES).
+The authkey is made once; changing it would need a restart of every corosync (apply does not).
+
+**Measured** (lab, 2 cores shared with other labs, load average 11–23; tests/lab/test_pacemaker*.py;
+gaps = longest time between successful client requests through the VIP, from a client host):
+
+- bring-up of 3 nodes (files, corosync, pacemaker, CIB, VIP + service started): 12.5–15.6 s;
+  a second apply: [] in ≈ 1 s;
+- VIP holder powered off, HTTP service (active/passive, after the VIP), 3 runs each, same lab:
+  stackha tuning 3.1 / 5.2 / 6.0 s (VIP on the new node after 2.6–4.6 s, fenced after 1–3 s);
+  stock 9.7 / 9.9 / 11.4 s — against keepalived's VIP over an HAProxy pair in the same run:
+  0.72 / 0.75 / 1.1 s (stackha), 3.1 / 3.1 / 3.4 s (stock);
+- ``openstack token issue`` (keystone ×3 behind the hacluster HAProxy clone) with the VIP holder
+  powered off: 4.8 s gap (keepalived VIP of the same cloud: 4.2 s — a token takes 1.7–2.8 s under
+  that load, so both are coarse);
+- kill -9 of the service: restarted in place after 3.0 s (gap 3.4 s; 4.9 s at load 19);
+- 2 of 3 nodes off: the survivor dropped the VIP after 3.4–4.5 s; one node back on + recover →
+  service again 9.4 s after its power-on (boot, corosync, pacemaker, fence of the still-absent
+  node, VIP and service start).
 """
 
 from __future__ import annotations
