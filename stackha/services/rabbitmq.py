@@ -6,8 +6,9 @@ every path under :data:`BASE` (``/srv/rabbitmq``, the host's disk) passed in the
 (:func:`node_env`): long node names ``rabbit@<lab address>`` (no /etc/hosts needed), HOME holding
 the Erlang cookie (a generated secret, mode 0400).  ``RABBITMQ_ALLOW_INPUT`` makes the script
 ``exec`` the VM, so the tracked daemon PID *is* the Erlang VM: a kill -9 of daemon ``rabbitmq``
-kills the node, and TERM stops it cleanly.  epmd is a daemon of its own (``rabbitmq-epmd``) and
-both the VM and the CLI run with ``-start_epmd false``, so no untracked epmd is ever left behind;
+kills the node, and TERM stops it cleanly.  epmd is a daemon of its own (``rabbitmq-epmd``); the
+VM runs with ``-start_epmd false`` and the CLI is never called while that epmd is down (the CLI
+would start an ``epmd -daemon`` of its own), so no untracked epmd is left behind;
 :meth:`RabbitMQOperator.stop_unit` stops both by PID, and a power-off kills them with the host.
 
 Cluster formation: every node boots alone, then each node that is not yet a member joins the
@@ -15,7 +16,7 @@ seed (stop_app, reset, join_cluster rabbit@<seed>, start_app) — the procedure 
 guide.  Network splits: ``cluster_partition_handling = pause_minority``.
 
 Quorum queues by default: RabbitMQ 3.10 cannot set a queue's *type* by policy (``x-queue-type``
-is fixed at declaration) and has no ``default_queue_type`` config key (3.13+), but it has the
+is fixed at declaration) and its config schema has no ``default_queue_type`` key, but it has the
 per-vhost *default queue type* metadata (``rabbitmqctl add_vhost --default-queue-type quorum``,
 virtual_host_metadata feature flag).  Checked with the real 3.10.8 binary: in such a vhost a
 *durable* queue declared without ``x-queue-type`` becomes a quorum queue, while non-durable,
@@ -40,7 +41,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from stackha.errors import InvalidInput, UserError
-from stackha.hosts.base import CommandResult, CommandTimeout, Host, HostDown, HostError
+from stackha.hosts.base import CommandResult, CommandTimeout, HostDown, HostError
 from stackha.services.base import (
     AppContext,
     AppStatus,
@@ -241,7 +242,7 @@ class RabbitMQOperator:
                 COOKIE: RenderedFile(cookie, 0o400, owner=USER),
                 CTL_WRAPPER: RenderedFile(render_template(
                     "rabbitmq/rabbitmqctl.j2", node=node_name(unit), wrapper=CTL_WRAPPER, env=node_env(unit),
-                    user=USER, bin_dir=BIN_DIR), 0o755),
+                    user=USER, bin_dir=BIN_DIR, epmd=EPMD), 0o755),
             }
         return out
 
@@ -405,31 +406,37 @@ class RabbitMQOperator:
             raise RabbitMQError(f"{app.name}: no RabbitMQ node is running to form the cluster around")
         return best
 
-    def _join(self, app: AppContext) -> list[str]:
+    def _statuses(self, units: Sequence[Unit]) -> dict[str, dict | None]:
+        """cluster_status of each unit whose node runs (in parallel), None for the others."""
+        running = [u for u in units if u.host.is_on() and u.host.daemon(DAEMON) is not None]
+        found = dict(zip([u.name for u in running], _parallel(running, lambda u: self._cluster_status(u, 10))))
+        return {u.name: found.get(u.name) for u in units}
+
+    def _join(self, app: AppContext, statuses: dict[str, dict | None]) -> tuple[list[str], Unit]:
         """Join every running node that is not clustered with the seed (stop_app, reset,
-        join_cluster, start_app), one at a time.  Returns what changed."""
-        running = [u for u in app.units if u.host.is_on() and u.host.daemon(DAEMON) is not None]
-        statuses = dict(zip([u.name for u in running], _parallel(running, lambda u: self._cluster_status(u, 10))))
+        join_cluster, start_app), one at a time: concurrent joins race in mnesia (RabbitMQ's
+        peer discovery takes a lock for that reason).  ``statuses``: from :meth:`_statuses`.
+        Returns what changed and the seed."""
         seed = self._seed(app, statuses)
         seed_node = node_name(seed)
         changes = []
-        for unit in running:
-            if unit is seed:
-                continue
+        for unit in app.units:
             st = statuses.get(unit.name)
+            if unit is seed or not unit.host.is_on() or unit.host.daemon(DAEMON) is None:
+                continue
             if st is not None and seed_node in st.get("disk_nodes", []):
                 continue
             for step in (("stop_app",), ("reset",), ("join_cluster", seed_node), ("start_app",)):
                 self._ctl_ok(unit, *step, timeout=120)
             changes.append(f"{unit.name}: joined the cluster of {seed_node}")
-        return changes
+        return changes, seed
 
     def apply(self, app: AppContext) -> list[str]:
         """Install the files, start epmd and every node, form the cluster, re-create vhost ``/``
         with default queue type quorum while it is empty, delete ``guest``, create the client
         user.  A node whose files changed while it ran is restarted, one node at a time.
-        Idempotent: returns what changed ([] when nothing did).  Raises :class:`InvalidInput`
-        (see :meth:`check`), :class:`RabbitMQError`, HostDown."""
+        Idempotent: returns what changed ([] when nothing did; ≈ 6 CLI calls then).  Raises
+        :class:`InvalidInput` (see :meth:`check`), :class:`RabbitMQError`, HostDown."""
         rendered = self.render(app)
         changes: list[str] = []
         changed_files = _parallel(app.units, lambda u: self._prepare(u, rendered[u.name]))
@@ -441,22 +448,27 @@ class RabbitMQOperator:
                     restart.append(unit)
         started = _parallel(app.units, self._start)
         changes += [f"{u.name}: started {node_name(u)}" for u, s in zip(app.units, started) if s]
-        _parallel(app.units, self._await_startup)
-        changes += self._join(app)
+        statuses = self._statuses(app.units)
+        booting = [u for u, s in zip(app.units, started)
+                   if s or statuses[u.name] is None or node_name(u) not in statuses[u.name].get("running_nodes", [])]
+        if booting:
+            _parallel(booting, self._await_startup)
+            statuses.update(self._statuses(booting))
+        join_changes, seed = self._join(app, statuses)
+        changes += join_changes
         for unit in restart:  # rolling: the others keep the majority
             self.stop_unit(app, unit.name)
             self._start(unit)
             self._await_startup(unit)
             changes.append(f"{unit.name}: restarted {node_name(unit)} (configuration changed)")
-        seed = app.units[0]
-        changes += self._cluster_setup(app, seed)
+        changes += self._cluster_setup(app, seed, statuses[seed.name] or {})
         return changes
 
-    def _cluster_setup(self, app: AppContext, unit: Unit) -> list[str]:
-        """Cluster-wide definitions (idempotent), run through ``unit``'s node."""
+    def _cluster_setup(self, app: AppContext, unit: Unit, status: dict) -> list[str]:
+        """Cluster-wide definitions (idempotent), run through ``unit``'s node; ``status`` is its
+        cluster_status."""
         changes = []
-        st = self._cluster_status(unit, 10) or {}
-        if st.get("cluster_name") != app.name:
+        if status.get("cluster_name") != app.name:
             self._ctl_ok(unit, "set_cluster_name", app.name)
             changes.append(f"{app.name}: cluster name set")
         changes += self._ensure_vhost(unit, "/")
@@ -465,7 +477,7 @@ class RabbitMQOperator:
             self._ctl_ok(unit, "delete_user", "guest")
             changes.append(f"{app.name}: deleted the default guest user")
         user, password = self.client_credentials(app)
-        changes += self._ensure_user(unit, user, password, "/")
+        changes += self._ensure_user(unit, user, password, "/", users)
         return changes
 
     def _ensure_vhost(self, unit: Unit, vhost: str) -> list[str]:
@@ -477,15 +489,18 @@ class RabbitMQOperator:
         if vhost in vhosts:
             queues = self._json(unit, "list_queues", "-p", vhost, "name")
             if queues:
-                return []  # holds queues: leave it; observe reports default_queue_type
+                return []  # holds queues: left as it is (durable queues need x-queue-type there)
             self._ctl_ok(unit, "delete_vhost", vhost)
         self._ctl_ok(unit, "add_vhost", vhost, "--default-queue-type", "quorum")
         return [f"{unit.name}: vhost {vhost} (re)created with default queue type quorum"]
 
-    def _ensure_user(self, unit: Unit, user: str, password: str, vhost: str) -> list[str]:
-        """User with ``password`` (given on stdin, never in argv) and all permissions on ``vhost``."""
+    def _ensure_user(self, unit: Unit, user: str, password: str, vhost: str,
+                     users: set[str] | None = None) -> list[str]:
+        """User with ``password`` (given on stdin, never in argv) and all permissions on ``vhost``;
+        ``users``: the existing user names if already listed."""
         changes = []
-        users = {u["user"] for u in self._json(unit, "list_users")}
+        if users is None:
+            users = {u["user"] for u in self._json(unit, "list_users")}
         if user not in users:
             self._ctl_ok(unit, "add_user", user, input=password + "\n")
             changes.append(f"{unit.name}: created user {user}")
@@ -519,48 +534,66 @@ class RabbitMQOperator:
         return password
 
     # ------------------------------------------------------------------ observe
-    def _observe_unit(self, app: AppContext, unit: Unit) -> UnitStatus:
+    def _local_status(self, unit: Unit) -> UnitStatus | None:
+        """What the host alone tells (no CLI call): host off, daemon or epmd dead → that status;
+        None when the node's processes run and the CLI must be asked."""
         host = unit.host
-        expected = [node_name(u) for u in app.units]
-        me = node_name(unit)
         try:
             if not host.is_on():
                 return UnitStatus(unit.name, WorkloadState.ERROR, f"host {host.name} is powered off")
             if host.daemon(DAEMON) is None:
-                return UnitStatus(unit.name, WorkloadState.ERROR,
-                                  "rabbitmq-server is not running (exited or killed)")
+                return UnitStatus(unit.name, WorkloadState.ERROR, "rabbitmq-server is not running (exited or killed)")
             if host.daemon(EPMD_DAEMON) is None:
                 return UnitStatus(unit.name, WorkloadState.ERROR, "epmd is not running")
-            st, why = self._cluster_status_why(unit)
         except HostDown:
             return UnitStatus(unit.name, WorkloadState.ERROR, f"host {host.name} is powered off")
         except HostError as exc:
             return UnitStatus(unit.name, WorkloadState.UNKNOWN, f"cannot observe: {exc}")
-        if st is None:
-            if "Waiting for Mnesia tables" in self._log_tail(unit, n=1):
-                return UnitStatus(unit.name, WorkloadState.MAINTENANCE,
-                                  f"node {me} is booting: waiting for its peers (cluster metadata)")
-            if why == "app-stopped":
-                return UnitStatus(unit.name, WorkloadState.BLOCKED,
-                                  f"rabbit application stopped on {me}: paused by pause_minority (no majority "
-                                  "in sight) or booting")
-            if why == "timeout":
-                return UnitStatus(unit.name, WorkloadState.MAINTENANCE,
-                                  f"node {me} does not answer the CLI within {OBSERVE_TIMEOUT_S:.0f} s (booting or hung)")
-            return UnitStatus(unit.name, WorkloadState.MAINTENANCE, f"node {me} does not answer: {why}")
+        return None
+
+    def _silent_status(self, unit: Unit, why: str) -> UnitStatus:
+        """Status of a unit whose processes ran but whose node gave no cluster_status (``why``).
+        The processes are checked again first: a node killed just before the call is reported
+        as not running rather than as silent."""
+        me = node_name(unit)
+        local = self._local_status(unit)
+        if local is not None:
+            return local
+        if "Waiting for Mnesia tables" in self._log_tail(unit, n=1):
+            return UnitStatus(unit.name, WorkloadState.MAINTENANCE,
+                              f"node {me} is booting: waiting for its peers (cluster metadata)")
+        if why == "app-stopped":
+            return UnitStatus(unit.name, WorkloadState.BLOCKED,
+                              f"rabbit application stopped on {me}: paused by pause_minority (no majority "
+                              "in sight) or booting")
+        if why == "timeout":
+            return UnitStatus(unit.name, WorkloadState.MAINTENANCE,
+                              f"node {me} does not answer the CLI within {OBSERVE_TIMEOUT_S:.0f} s "
+                              "(booting, hung, or cut off from its peers)")
+        return UnitStatus(unit.name, WorkloadState.MAINTENANCE, f"node {me} does not answer: {why}")
+
+    def _view_status(self, app: AppContext, unit: Unit, st: dict, source: Unit) -> UnitStatus | None:
+        """Status of ``unit`` from ``source``'s cluster_status ``st``; None when that view cannot
+        tell (the unit's node is not among the running nodes and the view is not its own)."""
+        me = node_name(unit)
         running = st.get("running_nodes", [])
         members = st.get("disk_nodes", []) + st.get("ram_nodes", [])
-        partitions = st.get("partitions") or {}
-        alarms = st.get("alarms") or []
-        facts = {"node": me, "running_nodes": running, "members": members, "partitions": partitions,
-                 "alarms": alarms, "cluster_name": st.get("cluster_name")}
+        partitions = {n: peers for n, peers in (st.get("partitions") or {}).items() if n == me or me in peers}
+        # An alarm names its node ({"node": …, "resource": "disk"|"memory", …}); one without is cluster-wide.
+        alarms = [a for a in (st.get("alarms") or []) if not isinstance(a, dict) or a.get("node") in (me, None)]
+        facts = {"node": me, "view_of": node_name(source), "running_nodes": running, "members": members,
+                 "partitions": partitions, "alarms": alarms, "cluster_name": st.get("cluster_name")}
         if me not in running:
+            if source is not unit:
+                return None
             return UnitStatus(unit.name, WorkloadState.BLOCKED,
                               "rabbit application not running (booting, or paused by pause_minority)", facts)
         if partitions:
             return UnitStatus(unit.name, WorkloadState.BLOCKED, f"network partition: {partitions}", facts)
         if alarms:
-            return UnitStatus(unit.name, WorkloadState.BLOCKED, f"alarms: {alarms}", facts)
+            what = ", ".join(f"{a.get('resource', '?')} alarm" if isinstance(a, dict) else str(a) for a in alarms)
+            return UnitStatus(unit.name, WorkloadState.BLOCKED, f"{what}: publishers are blocked", facts)
+        expected = [node_name(u) for u in app.units]
         missing = [n for n in expected if n not in members]
         if missing:
             return UnitStatus(unit.name, WorkloadState.WAITING, f"not clustered with {', '.join(missing)}", facts)
@@ -571,27 +604,57 @@ class RabbitMQOperator:
         return UnitStatus(unit.name, WorkloadState.ACTIVE, msg, facts)
 
     def observe(self, app: AppContext) -> AppStatus:
-        """Per unit: active only if its node runs, lists itself among running nodes, is clustered
-        with every unit's node and reports no partition and no alarm; else error (host off,
-        daemon dead), maintenance (CLI silent for :data:`OBSERVE_TIMEOUT_S`), blocked (app
-        stopped or paused, partition, alarm) or waiting (not clustered) with the reason.
-        Facts per unit: node, running_nodes, members, partitions, alarms, cluster_name; for the
-        application: running_nodes (seen by the first answering unit), expected_nodes,
-        partitions, alarms.  One CLI call per unit, all in parallel; a dead daemon is seen from
-        its PID without any CLI call.  Never changes anything."""
-        units = _parallel(app.units, lambda u: self._observe_unit(app, u))
-        facts: dict[str, Any] = {"expected_nodes": [node_name(u) for u in app.units]}
+        """Per unit: active only if its node runs, is among the running nodes, is clustered with
+        every unit's node and is in no partition and raises no alarm; else error (host off,
+        daemon or epmd dead — seen from the PID, no CLI call), maintenance (booting, or the CLI
+        silent for :data:`OBSERVE_TIMEOUT_S`), blocked (rabbit application stopped or paused by
+        pause_minority, partition, alarm) or waiting (not clustered), with the reason.
+
+        Cost: one ``cluster_status`` (≈ 0.4 s on an idle machine) on the first unit whose node
+        runs; its view (running nodes, members, partitions and alarms of every node) covers the
+        others.  A unit that view cannot vouch for, and every unit when the first node does
+        not answer with its own rabbit application running, is asked itself (in parallel).
+        Facts per unit: node, view_of, running_nodes, members, partitions, alarms,
+        cluster_name; for the application: expected_nodes, running_nodes (the first answering
+        view), partitions, alarms.  Never changes anything."""
+        local = _parallel(app.units, self._local_status)
+        statuses: dict[str, UnitStatus] = {u.name: s for u, s in zip(app.units, local) if s is not None}
+        alive = [u for u in app.units if u.name not in statuses]
+        view: tuple[Unit, dict] | None = None
+        if alive:
+            st, why = self._cluster_status_why(alive[0])
+            if st is not None and node_name(alive[0]) in st.get("running_nodes", []):
+                view = (alive[0], st)
+            else:
+                statuses[alive[0].name] = (self._view_status(app, alive[0], st, alive[0]) if st is not None
+                                           else self._silent_status(alive[0], why))
+        pending = []
+        for unit in alive:
+            if unit.name in statuses:
+                continue
+            derived = self._view_status(app, unit, view[1], view[0]) if view else None
+            if derived is None:
+                pending.append(unit)
+            else:
+                statuses[unit.name] = derived
+
+        def own(unit: Unit) -> UnitStatus:
+            st, why = self._cluster_status_why(unit)
+            if st is None:
+                return self._silent_status(unit, why)
+            return self._view_status(app, unit, st, unit)  # type: ignore[return-value]
+
+        for unit, us in zip(pending, _parallel(pending, own)):
+            statuses[unit.name] = us
+        units = [statuses[u.name] for u in app.units]
+        facts: dict[str, Any] = {"expected_nodes": [node_name(u) for u in app.units], "running_nodes": [],
+                                 "partitions": {}, "alarms": []}
         for us in units:
-            if "running_nodes" in us.facts:
-                facts.setdefault("running_nodes", us.facts["running_nodes"])
-                facts.setdefault("partitions", {}).update(us.facts["partitions"])
-                for alarm in us.facts["alarms"]:
-                    facts.setdefault("alarms", [])
-                    if alarm not in facts["alarms"]:
-                        facts["alarms"].append(alarm)
-        facts.setdefault("running_nodes", [])
-        facts.setdefault("partitions", {})
-        facts.setdefault("alarms", [])
+            if us.state is WorkloadState.ACTIVE and not facts["running_nodes"]:
+                facts["running_nodes"] = us.facts["running_nodes"]
+            if "partitions" in us.facts:
+                facts["partitions"].update(us.facts["partitions"])
+                facts["alarms"] += [a for a in us.facts["alarms"] if a not in facts["alarms"]]
         return AppStatus(app.name, units, facts)
 
     # ------------------------------------------------------------------ recover
@@ -639,7 +702,7 @@ class RabbitMQOperator:
                     "them (may lose definitions only they hold)") if off else ""
             raise RabbitMQError("; ".join(errors) + hint)
         if on:
-            changes += self._join(app)
+            changes += self._join(app, self._statuses(app.units))[0]
         return changes
 
     @staticmethod

@@ -71,6 +71,7 @@ def test_every_unit_gets_its_own_files_under_srv():
         octets = ",".join(str(unit.address).split("."))
         assert "inet_dist_use_interface {" + octets + "}" in env
         assert "-start_epmd false" in env
+        assert "epmd -names" in files[unit.name][CTL_WRAPPER].content  # the CLI never starts its own epmd
 
 
 def test_stackha_tuning_shortens_ticks_and_heartbeats_stock_keeps_defaults():
@@ -80,6 +81,8 @@ def test_stackha_tuning_shortens_ticks_and_heartbeats_stock_keeps_defaults():
     stock = conf_values(stock_files[CONFIG_FILE].content)
     assert "net_ticktime" not in stock and "heartbeat" not in stock
     assert "net_ticktime" not in stock_files[CONF_ENV_FILE].content
+    fast_env = RabbitMQOperator().render(make_app(3, "stackha"))["rabbitmq-server/0"][CONF_ENV_FILE].content
+    assert 'CTL_ERL_ARGS="-kernel net_ticktime 10"' in fast_env
 
 
 def test_cookie_is_one_generated_secret_0400_and_nowhere_else():
