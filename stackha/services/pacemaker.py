@@ -92,6 +92,7 @@ gaps = longest time between successful client requests through the VIP, from a c
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import shlex
 import time
@@ -242,7 +243,10 @@ class DaemonResource:
     VIP is colocated with the clone) instead of active/passive with the VIP; ``with_vip``: for an
     active/passive daemon, colocate with the VIP and start after it; ``after``: ids of resources
     that must be started first (Mandatory order); ``migration_threshold`` / ``failure_timeout_s``
-    (None: the tuning's); ``start_timeout_s`` / ``stop_timeout_s`` (s).
+    (None: the tuning's); ``start_timeout_s`` / ``stop_timeout_s`` (s); ``files``: other rendered
+    files the daemon reads (its config); ``reload_signal``: when its files change on a node where it
+    runs, apply sends this signal to its PID (e.g. ``USR2``: HAProxy's graceful reload) instead of
+    restarting it (``crm_resource --restart``).
     """
 
     id: str
@@ -261,6 +265,8 @@ class DaemonResource:
     failure_timeout_s: int | None = None
     start_timeout_s: int = 30
     stop_timeout_s: int = 10
+    files: tuple[str, ...] = ()
+    reload_signal: str | None = None
 
     @property
     def clone_id(self) -> str:
@@ -562,10 +568,13 @@ def with_vip(app: AppContext) -> AppContext:
     if p is None:
         return app
     vip = p.vip
-    if vip is None:
-        from stackha.engine.deploy import parse_vip
-
-        vip = parse_vip(p.options, f"applications.{p.name}")
+    raw = p.options.get("vip")
+    if vip is None and raw:
+        first = str(raw).split()[0]  # Juju's vip may list one address per network
+        try:
+            vip = ipaddress.IPv4Interface(first if "/" in first else f"{first}/{p.options.get('vip_cidr', 24)}")
+        except ValueError as exc:
+            raise InvalidInput(f"applications.{p.name}.options.vip: {exc}") from None
     return dataclasses.replace(app, vip=vip) if vip is not None else app
 
 
@@ -597,7 +606,8 @@ def daemon_resources(app: AppContext) -> list[DaemonResource]:
 
         out.append(DaemonResource(
             id=PROXY_ID, argv=(_haproxy.HAPROXY_BIN, "-W", "-db", "-f", _haproxy.CONFIG_PATH), clone=True,
-            dirs=(_haproxy.RUN_DIR,), check_url=_haproxy.health_url(proxy)))
+            dirs=(_haproxy.RUN_DIR,), check_url=_haproxy.health_url(proxy), files=(_haproxy.CONFIG_PATH,),
+            reload_signal="USR2"))
     seen: set[str] = set()
     for r in out:
         _check_id(r.id, f"applications.{app.name}")
@@ -852,6 +862,7 @@ class HAClusterOperator:
 
     def _converge(self, app: AppContext, rendered: dict, up: list[Unit], tolerate_minority: bool = False) -> list[str]:
         changes: list[str] = []
+        changed_on: dict[str, set[str]] = {}
         reload_corosync = False
         for unit in up:
             host = unit.host
@@ -860,6 +871,7 @@ class HAClusterOperator:
                 ensure()
             host.run(["mkdir", "-p", BIN_DIR, RUN_DIR, LOG_DIR], check=True)
             changed = install_files(host, rendered[unit.name])
+            changed_on[unit.name] = set(changed)
             changes += [f"{unit.name}: {p}" for p in changed]
             if COROSYNC_CONF in changed and host.daemon(COROSYNC_DAEMON) is not None:
                 reload_corosync = True
@@ -890,11 +902,39 @@ class HAClusterOperator:
         self._wait(lambda: self._all_online(app, up, names), START_TIMEOUT_S,
                    f"{app.name}: nodes {', '.join(names)} not all online", up[0], PACEMAKER_DAEMON)
         leader = self._cib_unit(app, up)
+        before = self._best_view(app)
         if self._apply_cib(app, leader, rendered[leader.name]):
             changes.append(f"{leader.name}: cluster configuration applied (cibadmin --patch)")
         self._wait(lambda: self._settled(app), SETTLE_TIMEOUT_S,
                    f"{app.name}: resources not all started", leader, PACEMAKER_DAEMON)
+        if before is not None:
+            reloaded = self._reload_changed(app, up, changed_on, before, leader)
+            if any(": restarted" in x for x in reloaded):
+                # crm_resource --restart leaves an empty <meta_attributes> behind: back to the rendered CIB
+                self._apply_cib(app, leader, rendered[leader.name])
+            changes += reloaded
         return changes
+
+    def _reload_changed(self, app: AppContext, up: list[Unit], changed_on: dict[str, set[str]],
+                        before: ClusterView, leader: Unit) -> list[str]:
+        """Daemon resources whose files changed where they were already running: send their
+        reload signal there, or restart them (``crm_resource --restart``, once per resource)."""
+        out: list[str] = []
+        for d in daemon_resources(app):
+            mine = {d.binfile, d.check_file, *d.files}
+            hit = [u for u in up if changed_on.get(u.name, set()) & mine and node_name(u) in before.started(d.id)]
+            if not hit:
+                continue
+            if d.reload_signal:
+                for u in hit:
+                    pid = self.daemon_pid(app, u, d.id)
+                    if pid is not None and u.host.run(["kill", f"-{d.reload_signal}", str(pid)]).ok:
+                        out.append(f"{u.name}: {d.id} reloaded (SIG{d.reload_signal})")
+                continue
+            leader.host.run(["crm_resource", "--restart", "--resource", d.placed_id, "--timeout",
+                             f"{d.stop_timeout_s + d.start_timeout_s + 20}s"], check=True, timeout=300)
+            out.append(f"{d.id}: restarted (its files changed on {', '.join(u.name for u in hit)})")
+        return out
 
     def _wait(self, pred, timeout_s: float, what: str, unit: Unit, daemon: str) -> None:
         end = time.monotonic() + timeout_s

@@ -112,6 +112,15 @@ def test_cluster_forms_with_stonith_quorum_policy_and_second_apply_changes_nothi
     assert c.op.apply(c.app) == []  # idempotent: nothing to change
     assert c.op.recover(c.app) == []
 
+    # a changed daemon command: the launcher changes (not the CIB), the daemon is restarted in place
+    for h in c.nodes:
+        h.write_file("/srv/web2/index.html", f"v2 {h.name}\n")
+    c.app.options["resources"]["web"]["command"] = f"/usr/bin/python3 -m http.server {PORT} --directory /srv/web2"
+    changes = c.op.apply(c.app)
+    assert "web: restarted" in " ".join(changes) and not any("cibadmin" in x for x in changes), changes
+    assert c.get() == f"v2 {holder}", c.last_error
+    assert c.op.apply(c.app) == []
+
 
 def test_vip_node_poweroff_moves_vip_and_service_and_fences(cluster):
     c = cluster
