@@ -97,6 +97,19 @@ def test_bundle_with_keystone_and_hacluster_deploys_and_serves_tokens_on_the_pac
     assert ok, out
     assert Deployment.open(d.name, d.state_dir).deploy().changes.get("hacluster") == []  # idempotent
 
+    # a changed frontend (balance) reaches the HAProxy clone as a graceful reload (SIGUSR2), no restart
+    op = operator_for("hacluster")
+    ha_ctx = d.contexts()["hacluster"]
+    pids = {u.name: op.daemon_pid(ha_ctx, u, "haproxy") for u in ha_ctx.units}
+    ha_ctx.related["keystone"].options["balance"] = "leastconn"
+    changes = op.apply(ha_ctx)
+    assert sorted(x for x in changes if "reloaded" in x) == [f"{u.name}: haproxy reloaded (SIGUSR2)" for u in ha_ctx.units], changes
+    assert {u.name: op.daemon_pid(ha_ctx, u, "haproxy") for u in ha_ctx.units} == pids  # the masters stay
+    assert all(b"balance leastconn" in u.host.read_file("/srv/haproxy/haproxy.cfg") for u in ha_ctx.units)
+    ok, out = token_issue(d)
+    assert ok, out
+    assert any("reloaded" in x for x in op.apply(d.contexts()["hacluster"]))  # back to the bundle's roundrobin
+
 
 def test_token_issue_survives_vip_node_poweroff_and_fence_history_shows_it(cloud):
     d = cloud["d"]
