@@ -166,12 +166,20 @@ class Deployment:
             vip = parse_vip(app.options, f"applications.{name}")
             if vip is not None:
                 out[name] = vip
-        # VIP providers and load balancers share one VIP.
+        # A VIP provider (keepalived, hacluster) moves the VIP of the application it serves.
         for name, app in apps.items():
-            if name in out or app.kind not in VIP_KINDS + LB_KINDS:
+            if name in out or app.kind not in VIP_KINDS:
                 continue
             for other in sorted(b.related(name)):
-                if other in out and apps[other].kind in VIP_KINDS + LB_KINDS:
+                if other in out:
+                    out[name] = out[other]
+                    break
+        # A load balancer without a VIP of its own binds its VIP provider's.
+        for name, app in apps.items():
+            if name in out or app.kind not in LB_KINDS:
+                continue
+            for other in sorted(b.related(name)):
+                if other in out and apps[other].kind in VIP_KINDS:
                     out[name] = out[other]
                     break
         # Applications behind a load balancer are reached on its VIP.

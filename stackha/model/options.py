@@ -69,7 +69,8 @@ _ANY = ("vip", "vip_cidr", "vip_provider", "zone", "balance", "unit_availability
 READ_OPTIONS: dict[str, tuple[str, ...]] = {
     "*": _ANY,
     "keepalived": ("router_id", "virtual_ip"),
-    "hacluster": ("corosync_mcastaddr", "corosync_transport", "cluster_count"),
+    "hacluster": ("corosync_mcastaddr", "corosync_transport", "cluster_count", "resources", "proxy",
+                  "fence_agent", "fence_bmc", "stonith_action", "interface"),
 }
 
 BALANCE = ("roundrobin", "leastconn", "source", "uri")
