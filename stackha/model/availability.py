@@ -25,10 +25,12 @@ Models (per kind, :class:`stackha.model.kinds.Model`):
   failure of the active unit costs ``t_f`` seconds, so U += (1 − a)·t_f / MTTR.  The same penalty is
   added to any application reached through a VIP (the VIP moves when its holder fails) and to a
   Galera cluster written through haproxy (one writer, the others ``backup``).  Failover times
-  (:data:`DEFAULT_FAILOVER_SECONDS`): keepalived 5 s (VRRP advert 1 s, master-down interval about
-  3 s, then gratuitous ARP), Pacemaker 30 s (Corosync token loss and consensus, then the VIP
-  resource starts elsewhere), haproxy backup server 6 s (check ``inter 2s fall 3``), other
-  active/passive services 60 s.  These are estimates: ``stackha verify`` measures the real ones.
+  (:data:`DEFAULT_FAILOVER_SECONDS`) are the upper ends of what was measured on the lab with
+  stackha's timers: keepalived 1 s (advert_int 0.2 s; a power-off of the VIP holder gave a
+  0.66–0.73 s gap, 2.9–3.5 s with the stock advert_int 1), Pacemaker 6 s (token 1000 ms, then
+  fencing and the IPaddr2 start elsewhere: 2.9–6.0 s; 9.7–11.4 s with stock timers), haproxy
+  backup server 2.5 s (Galera writer loss: 2.0–2.5 s write gap), other active/passive services
+  60 s (an estimate).  ``stackha verify`` measures the real ones for a deployed cloud.
 - *replicated* (Ceph OSDs, Swift storage): a piece of data is kept on min(3, machines) machines and
   is available while a majority of its replicas are.
 
@@ -78,9 +80,9 @@ DEFAULT_UNIT_AVAILABILITY = 0.99
 DEFAULT_MTTR_HOURS = 4.0
 #: Failover time of each VIP provider or kind of takeover, seconds (see the module docstring).
 DEFAULT_FAILOVER_SECONDS: dict[str, float] = {
-    "keepalived": 5.0,
-    "pacemaker": 30.0,
-    "haproxy-backup": 6.0,
+    "keepalived": 1.0,
+    "pacemaker": 6.0,
+    "haproxy-backup": 2.5,
     "active-passive": 60.0,
 }
 SECONDS_PER_DAY = 86_400.0

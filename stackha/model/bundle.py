@@ -150,7 +150,7 @@ class Settings(BaseModel):
             ``unit_availability`` it gives how often units fail, which sets how often an
             active/passive service fails over.
         failover_seconds: time for an active/passive service to move to another unit, seconds;
-            None means per provider (keepalived 5 s, Pacemaker 30 s, haproxy backup server 6 s,
+            None means per provider (keepalived 1 s, Pacemaker 6 s, haproxy backup server 2.5 s,
             other active/passive services 60 s).  Per application: option ``failover_seconds``.
         request_path: the applications a user request passes through, in order; None derives
             it from the API services, their load balancers and what they call (see

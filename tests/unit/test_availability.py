@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from stackha.model import load_bundle, load_bundle_text
 from stackha.model.availability import (
+    DEFAULT_FAILOVER_SECONDS,
     Figure,
     estimate,
     failover_unavailability,
@@ -124,8 +125,9 @@ def test_lab_estimate_is_honest_arithmetic() -> None:
     r = estimate(b)
     a, mttr_s = 0.999, 4 * 3600
     u = 1 - a
-    galera_u = 3 * u**2 - 2 * u**3 + u * 6 / mttr_s        # majority of 3 + one writer via haproxy
-    haproxy_u = u**2 + u * 5 / mttr_s                       # 1 of 2 + keepalived failover
+    failover = DEFAULT_FAILOVER_SECONDS
+    galera_u = 3 * u**2 - 2 * u**3 + u * failover["haproxy-backup"] / mttr_s  # majority of 3 + one writer
+    haproxy_u = u**2 + u * failover["keepalived"] / mttr_s                     # 1 of 2 + VIP failover
     keystone_u = u**3
     apps = r.applications
     assert apps["galera"].figure.unavailability == pytest.approx(galera_u, rel=1e-3)
