@@ -59,6 +59,9 @@ def _register() -> None:
     from stackha.cli import demo as demo_cli
 
     demo_cli.register(app)
+    from stackha.cli import verify as verify_cli
+
+    verify_cli.register(app)
     try:
         from stackha.cli import analyze as analyze_cli
     except ImportError:  # the analysis verb lands with the bundle model
@@ -89,10 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors (typer vendors click: duck-type its ClickException)
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
         raise
