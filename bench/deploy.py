@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Deploy timings and memory of the example HA cloud (root only).
+
+Deploys examples/lab-control-plane.yaml on a fresh lab (its VIP moved to a free /24 so it can run
+beside the demo), prints per application the time its apply took (the plan runs them in order:
+data tier first), the time from the empty lab to the data tier all active and to every unit
+active, and the resident memory (RSS, MiB) of every process of the cloud, per host and per daemon
+kind.  Then it deploys again (must report no change) and tears the lab down, also on failure.
+
+Usage: .venv/bin/python bench/deploy.py [--prefix bdep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from stackha import cli
+from stackha.cli.deploy import run_deploy
+from stackha.engine.deploy import Deployment
+from stackha.hosts.lab import LEASE_DIR, _cgroup_pids, teardown
+from stackha.model import load_bundle
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-control-plane.yaml"
+DATA_TIER = ("galera", "rabbitmq-server", "haproxy", "keepalived")
+
+
+def rss_by_host_and_command(lab) -> dict[str, dict[str, int]]:
+    """RSS in bytes of every process of the lab's hosts: {host: {command name: bytes}}."""
+    out: dict[str, dict[str, int]] = {}
+    for host in lab.hosts.values():
+        per: dict[str, int] = collections.Counter()
+        for pid in _cgroup_pids(host.cgroup):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            kb = int(fields.get("VmRSS", "0 kB").split()[0])
+            per[fields.get("Name", "?").strip()] += kb * 1024
+        out[host.name] = dict(per)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prefix", default="bdep")
+    args = ap.parse_args()
+    console = Console()
+    taken = {p.name for p in LEASE_DIR.iterdir()} if LEASE_DIR.is_dir() else set()
+    third = next(t for t in range(101, 256) if str(t) not in taken)
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state"
+        overlay = Path(tmp) / "vip.yaml"
+        overlay.write_text(yaml.safe_dump({"applications": {"haproxy": {"options": {"vip": f"198.18.{third}.250"}}}}))
+        cli.settings.state_dir = state
+        try:
+            bundle = load_bundle(EXAMPLE, [overlay])
+            d = Deployment.for_bundle(args.prefix, bundle, state)
+            marks: dict[str, float] = {}
+            t0 = time.monotonic()
+            d.record_bundle(bundle)
+            d.ensure_hosts()
+            marks["hosts"] = time.monotonic() - t0
+
+            def progress(app: str, msg: str) -> None:
+                if msg != "deploying":
+                    marks[app] = time.monotonic() - t0
+
+            report = d.deploy(progress)
+            total = time.monotonic() - t0
+            if report.failed:
+                raise SystemExit(f"deploy failed: {report.failed}")
+            table = Table("step", "done at (s)", "took (s)", title="deploy from an empty lab")
+            last = 0.0
+            for step, at in sorted(marks.items(), key=lambda kv: kv[1]):
+                table.add_row(step, f"{at:.1f}", f"{at - last:.1f}")
+                last = at
+            data_tier = max(marks[a] for a in DATA_TIER)
+            table.add_row("[bold]data tier active", f"{data_tier:.1f}", "")
+            table.add_row("[bold]every unit active", f"{total:.1f}", "")
+            console.print(table)
+            rss = rss_by_host_and_command(d.lab)
+            mem = Table("host", "RSS (MiB)", "largest processes (MiB)", title="memory of the cloud")
+            kinds: dict[str, int] = collections.Counter()
+            for host, per in rss.items():
+                for name, b in per.items():
+                    kinds[name] += b
+                top = sorted(per.items(), key=lambda kv: -kv[1])[:4]
+                mem.add_row(host, f"{sum(per.values()) / 2**20:.0f}",
+                            ", ".join(f"{n} {b / 2**20:.0f}" for n, b in top))
+            mem.add_row("[bold]all hosts", f"[bold]{sum(kinds.values()) / 2**20:.0f}", "")
+            console.print(mem)
+            by = Table("process", "RSS (MiB), all hosts", title="memory by process name")
+            for name, b in sorted(kinds.items(), key=lambda kv: -kv[1])[:10]:
+                by.add_row(name, f"{b / 2**20:.0f}")
+            console.print(by)
+            t1 = time.monotonic()
+            again = d.deploy()
+            changed = {a: c for a, c in again.changes.items() if c}
+            console.print(f"second deploy: {'no changes' if not changed else changed} in {time.monotonic() - t1:.1f} s")
+        finally:
+            teardown(args.prefix, state)
+
+
+if __name__ == "__main__":
+    main()
