@@ -23,7 +23,6 @@ from rich.console import Console
 from rich.table import Table
 
 from stackha import cli
-from stackha.cli.deploy import run_deploy
 from stackha.engine.deploy import Deployment
 from stackha.hosts.lab import LEASE_DIR, _cgroup_pids, teardown
 from stackha.model import load_bundle

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stackha.errors import InvalidInput, UserError
+from stackha.errors import InvalidInput
 
 # Wide enough for the status tables when the output is a log rather than a terminal.
 console = Console() if sys.stdout.isatty() else Console(width=160)

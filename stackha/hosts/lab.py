@@ -38,7 +38,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 from pydantic import BaseModel, Field
 from pyroute2 import NetNS, netns

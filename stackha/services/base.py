@@ -97,6 +97,17 @@ class MemorySecrets:
         self._values[name] = value
 
 
+def select_tuning(table: dict[str, Any], tuning: str) -> Any:
+    """``table[tuning]`` for a table of timer settings keyed by tuning ("stackha", "stock");
+    :class:`stackha.errors.InvalidInput` naming the choices otherwise."""
+    from stackha.errors import InvalidInput
+
+    try:
+        return table[tuning]
+    except KeyError:
+        raise InvalidInput(f"tuning {tuning!r}: use one of {', '.join(table)}") from None
+
+
 def generate_secret(length: int = 32) -> str:
     """A random string of ``length`` characters from [A-Za-z0-9] (safe in every config syntax)."""
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"

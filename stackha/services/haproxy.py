@@ -56,6 +56,7 @@ from typing import Any
 from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.errors import InvalidInput
 from stackha.services.base import (
+    select_tuning,
     AppContext,
     AppStatus,
     Frontend,
@@ -162,10 +163,7 @@ TIMERS: dict[str, HAProxyTimers] = {
 
 def timers(tuning: str) -> HAProxyTimers:
     """The :class:`HAProxyTimers` of ``tuning`` ("stackha" or "stock"); InvalidInput otherwise."""
-    try:
-        return TIMERS[tuning]
-    except KeyError:
-        raise InvalidInput(f"tuning {tuning!r}: use one of {', '.join(TIMERS)}") from None
+    return select_tuning(TIMERS, tuning)
 
 
 def proxy_name(name: str) -> str:

@@ -36,19 +36,19 @@ Timers (``app.tuning``): see :data:`TIMERS`.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from stackha.errors import InvalidInput
 from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.services import haproxy as _haproxy
 from stackha.model.options import allocate_router_id  # noqa: F401 (one rule for model and operator)
 from stackha.services.base import (
+    select_tuning,
     AppContext,
     AppStatus,
     RenderedFile,
@@ -151,10 +151,7 @@ TIMERS: dict[str, VrrpTimers] = {
 
 def timers(tuning: str) -> VrrpTimers:
     """The :class:`VrrpTimers` of ``tuning`` ("stackha" or "stock"); InvalidInput otherwise."""
-    try:
-        return TIMERS[tuning]
-    except KeyError:
-        raise InvalidInput(f"tuning {tuning!r}: use one of {', '.join(TIMERS)}") from None
+    return select_tuning(TIMERS, tuning)
 
 
 def router_id(app: AppContext) -> int:

@@ -104,6 +104,7 @@ from typing import Any
 from stackha.errors import InvalidInput
 from stackha.hosts.base import CommandError, Host, HostDown, HostError
 from stackha.services.base import (
+    select_tuning,
     AppContext,
     AppStatus,
     RenderedFile,
@@ -223,10 +224,7 @@ TIMERS: dict[str, ClusterTimers] = {
 
 def timers(tuning: str) -> ClusterTimers:
     """The :class:`ClusterTimers` of ``tuning`` ("stackha" or "stock"); InvalidInput otherwise."""
-    try:
-        return TIMERS[tuning]
-    except KeyError:
-        raise InvalidInput(f"tuning {tuning!r}: use one of {', '.join(TIMERS)}") from None
+    return select_tuning(TIMERS, tuning)
 
 
 # --------------------------------------------------------------------------- resources

@@ -23,17 +23,16 @@ from stackha.errors import InvalidInput
 from stackha.hosts.lab import teardown
 from stackha.services import operator_for
 
+import polling
+
+
+def poll(predicate, deadline_s: float, interval_s: float = 0.2):
+    return polling.poll(predicate, deadline_s, interval_s)
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab-control-plane.yaml"
 DATA_TIER = {"galera", "rabbitmq-server", "haproxy", "keepalived"}
 
 
-def poll(predicate, deadline_s: float, interval_s: float = 0.2):
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval_s)
 
 
 @pytest.fixture(scope="module")

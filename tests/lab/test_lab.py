@@ -6,15 +6,18 @@ import ipaddress
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from stackha.errors import InvalidInput, UserError
 from stackha.hosts import lab as labmod
 from stackha.hosts.base import HostDown
 from stackha.hosts.lab import Lab, MAX_HOSTS, cgroup2_root, teardown
+import polling
+
+
+def poll(predicate, deadline_s: float, interval_s: float = 0.01):
+    return polling.poll(predicate, deadline_s, interval_s)
 
 
 
@@ -47,14 +50,6 @@ def traces(prefix: str, state_dir: Path) -> list[str]:
     return found
 
 
-def poll(predicate, deadline_s: float, interval_s: float = 0.01):
-    """Poll ``predicate`` until truthy or ``deadline_s`` passes; returns its last value."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval_s)
 
 
 def test_three_hosts_reach_each_other_and_nothing_outside(lab_factory):

@@ -31,6 +31,12 @@ from stackha.services.base import AppContext, Frontend, MemorySecrets, Unit, Wor
 from stackha.services.haproxy import HAProxyOperator
 from stackha.services.keepalived import KeepalivedOperator
 
+import polling
+
+
+def wait_for(predicate, deadline_s: float, interval_s: float = 0.02):
+    return polling.poll(predicate, deadline_s, interval_s)
+
 WEB_PORT = 8080
 WRITER_PORT = 8081
 PY = "/usr/bin/python3"
@@ -120,14 +126,6 @@ class LB:
         return ProbeResult(**json.loads(res.stdout))
 
 
-def wait_for(predicate, deadline_s: float, interval_s: float = 0.02):
-    """Poll ``predicate`` until truthy or ``deadline_s`` passes; returns its last value."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval_s)
 
 
 def start_backends(lab) -> None:

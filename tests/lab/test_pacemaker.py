@@ -22,19 +22,17 @@ from stackha.services import pacemaker as pm
 from stackha.services.base import AppContext, MemorySecrets, Unit, WorkloadState
 from stackha.services.pacemaker import HAClusterOperator
 from stackha.verify import pacemaker_scenarios as ps
+import polling
+
+
+def wait_for(predicate, deadline_s: float, interval_s: float = 0.1):
+    return polling.poll(predicate, deadline_s, interval_s)
 
 PORT = 8080
 WEB = {"command": f"/usr/bin/python3 -m http.server {PORT} --directory /srv/web", "dirs": ["/srv/web"],
        "check_url": f"http://127.0.0.1:{PORT}/"}
 
 
-def wait_for(predicate, deadline_s: float, interval_s: float = 0.1):
-    end = time.monotonic() + deadline_s
-    while True:
-        value = predicate()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(interval_s)
 
 
 class Cluster:

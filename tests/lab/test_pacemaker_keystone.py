@@ -15,7 +15,6 @@ import secrets
 import time
 
 import pytest
-import yaml
 
 from stackha import cli
 from stackha.cli.deploy import run_deploy
