@@ -142,3 +142,12 @@ def test_haproxy_accepts_the_rendered_config(tmp_path, tuning):
     res = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "WARNING" not in (res.stdout + res.stderr), res.stdout + res.stderr
+
+
+def test_http_frontends_replay_requests_a_dead_backend_never_answered_with_stackha_tuning():
+    tuned = section(cfg(app("stackha", frontends=[keystone("roundrobin")])), "listen keystone")
+    stock = section(cfg(app("stock", frontends=[keystone("roundrobin")])), "listen keystone")
+    assert "retry-on conn-failure empty-response response-timeout" in tuned
+    assert "retry-on" not in stock
+    tcp = section(cfg(app("stackha", frontends=[galera("source")])), "listen mysql")
+    assert "retry-on" not in tcp  # a TCP stream (a SQL session) is never replayed
