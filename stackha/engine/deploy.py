@@ -405,31 +405,51 @@ class Deployment:
 
     def recover(self, apps: set[str] | None = None,
                 progress: Callable[[str, str], None] = lambda app, msg: None) -> dict[str, list[str]]:
-        """Run each operator's ``recover`` (in plan order) for applications with a unit not active:
-        Galera cold start, RabbitMQ rejoin, daemons restarted.  Returns what each did."""
+        """Run each operator's ``recover`` for applications with a unit not active: Galera cold
+        start, RabbitMQ rejoin, daemons restarted.  Returns what each did.
+
+        An application is recovered as soon as the applications it depends on (the plan's graph)
+        are done, in parallel with independent ones: after a cold start Keystone waits for Galera
+        and HAProxy, not for RabbitMQ."""
+        from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+        plan = self.plan()
         ctxs = self.contexts()
+        names = [n for n in plan.order if (apps is None or n in apps) and operator_for(ctxs[n].kind) is not None]
         done: dict[str, list[str]] = {}
-        for name in self.plan().order:
-            if apps is not None and name not in apps:
-                continue
+
+        def one(name: str) -> list[str] | None:
             ctx = ctxs[name]
             op = operator_for(ctx.kind)
-            if op is None:
-                continue
             status = self.observe_app(ctx, op)
             if all(u.state == WorkloadState.ACTIVE for u in status.units):
-                continue
+                return None
             progress(name, "recovering")
             try:
-                if hasattr(op, "recover"):
-                    done[name] = list(op.recover(ctx))
-                else:
-                    done[name] = list(op.apply(ctx))
+                result = list(op.recover(ctx) if hasattr(op, "recover") else op.apply(ctx))
             except Exception as exc:
-                done[name] = [f"recover failed: {type(exc).__name__}: {exc}"]
+                result = [f"recover failed: {type(exc).__name__}: {exc}"]
             self.observe_app(ctx, op)
-            progress(name, "; ".join(done[name]) or "nothing to do")
-        return done
+            progress(name, "; ".join(result) or "nothing to do")
+            return result
+
+        finished: set[str] = set()
+        pending = list(names)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            running: dict = {}
+            while pending or running:
+                for name in list(pending):
+                    if plan.dependencies(name) & set(names) <= finished:
+                        running[pool.submit(one, name)] = name
+                        pending.remove(name)
+                ready, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    name = running.pop(fut)
+                    finished.add(name)
+                    result = fut.result()
+                    if result is not None:
+                        done[name] = result
+        return {n: done[n] for n in names if n in done}
 
     def resolved(self, unit: str) -> None:
         """Clear ``unit``'s error so the next deploy retries it (Juju's ``resolved``)."""

@@ -53,7 +53,10 @@ class StateStore:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        self.db = sqlite3.connect(self.dir / "state.db", timeout=30, isolation_level=None)
+        # One connection shared by the engine's recovery threads: sqlite3 serialises the calls,
+        # and every write below is a single autocommit statement.
+        self.db = sqlite3.connect(self.dir / "state.db", timeout=30, isolation_level=None,
+                                  check_same_thread=False)
         self.db.executescript(SCHEMA)
 
     def close(self) -> None:
