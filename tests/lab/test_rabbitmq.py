@@ -86,8 +86,14 @@ def consume(urls, queue, expected, idle):
     conn.close()
     print(json.dumps({"received": got}))
 
+def declare(urls, queue):
+    conn, ch = connect(urls, 0)
+    ch.queue_declare(queue, durable=True)
+    conn.close()
+    print(json.dumps({"declared": queue}))
+
 args = json.loads(sys.argv[1])
-{"publish": publish, "consume": consume}[args.pop("mode")](**args)
+{"publish": publish, "consume": consume, "declare": declare}[args.pop("mode")](**args)
 '''
 
 
@@ -279,10 +285,24 @@ def test_partitioned_node_pauses_and_resumes(lab_factory):
     finally:
         cut.host.heal()
     t0 = time.monotonic()
-    status = wait_for(lambda: (s := op.observe(app)) and all_active(s) and len(s.facts["running_nodes"]) == 3 and s,
-                      90.0, "cluster whole again after heal", step=0.5, app=app, op=op)
+
+    def whole():
+        s = op.observe(app)
+        return all_active(s) and len(s.facts["running_nodes"]) == 3 and s
+
+    # pause_minority resumes the node by itself (3-8 s here); in about 1 run of 8 the resumed
+    # node hangs in boot (RabbitMQ 3.10 / Erlang 25 "global" hang) and only a restart helps:
+    # that is recover's job, so give the node 30 s alone, then recover.
+    try:
+        status = wait_for(whole, 30.0, "cluster whole again after heal", step=0.5)
+        how = "by itself"
+    except AssertionError:
+        changes = op.recover(app)
+        assert any("stuck after a partition" in c for c in changes), changes
+        status = wait_for(whole, 30.0, "cluster whole after recover", step=0.5, app=app, op=op)
+        how = "after recover restarted the stuck node"
     print(f"\nRabbitMQ partition (tuning stackha): minority paused after {paused_after:.1f} s; "
-          f"whole again {time.monotonic() - t0:.1f} s after heal")
+          f"whole again {time.monotonic() - t0:.1f} s after heal, {how}")
     assert status.facts["partitions"] == {}
 
 
@@ -294,9 +314,18 @@ def test_cold_start_all_hosts_power_cycled(lab_factory):
     user, password = op.client_credentials(app)
     urls = [b.amqp_url() for b in parse_transport_url(op.transport_url(app, user, password))]
     client_host = lab.host("h4")
+    # The application's queue exists before its writer runs (declared, then the cluster is
+    # observed), as OpenStack's queues do.
+    client(client_host, mode="declare", urls=urls, queue="stackha.cold")
+    assert all_active(op.observe(app))
     pub = client(client_host, mode="publish", urls=urls, queue="stackha.cold", count=500, duration=60,
                  marker=None, marker_after=0, rate=0)
     assert pub["confirmed"] == 500, pub
+    # A queue declared and filled in the very second before every node dies: RabbitMQ 3.10.8 /
+    # ra 2.2.0 may not have its Ra registration on disk yet (see RabbitMQOperator._leaderless).
+    fresh = client(client_host, mode="publish", urls=urls, queue="stackha.cold-new", count=200, duration=60,
+                   marker=None, marker_after=0, rate=0)
+    assert fresh["confirmed"] == 200, fresh
 
     for u in app.units:
         u.host.power_off()
@@ -315,9 +344,25 @@ def test_cold_start_all_hosts_power_cycled(lab_factory):
     assert all_active(status), describe(status)
     assert len(status.facts["running_nodes"]) == 3
     assert op.recover(app) == []
-    got = client(client_host, mode="consume", urls=urls, queue="stackha.cold", expected=500, idle=5)
-    assert sorted(set(got["received"])) == list(range(500))
-    print(f"\nRabbitMQ cold start: recover {cold:.1f} s, 500/500 confirmed messages present")
+
+    def consume(queue: str, expected: int) -> list[int]:
+        try:
+            return client(client_host, mode="consume", urls=urls, queue=queue, expected=expected, idle=5)["received"]
+        except AssertionError as exc:
+            queues = [u.host.run(["/srv/rabbitmq/rabbitmqctl", "-q", "list_queues", "name", "type", "leader",
+                                  "online", "state", "messages"], timeout=60).stdout for u in app.units]
+            raise AssertionError(f"{exc}\nqueues per node: {queues}\nstatus: {describe(op.observe(app))}") from None
+
+    assert sorted(set(consume("stackha.cold", 500))) == list(range(500))
+    got_fresh = sorted(set(consume("stackha.cold-new", 200)))
+    lost_reported = any("DATA LOST" in c for c in changes)
+    # Either every confirmed message of the young queue is back, or recover said it was lost
+    # (and the queue works again: the consume above succeeded).
+    assert got_fresh == list(range(200)) or (got_fresh == [] and lost_reported), (len(got_fresh), changes)
+    elections = [c for c in changes if "leader election" in c]
+    print(f"\nRabbitMQ cold start: recover {cold:.1f} s; settled queue 500/500 confirmed messages back; "
+          f"queue declared <1 s before the power-off: {len(got_fresh)}/200 back"
+          f"{' (loss reported by recover)' if lost_reported else ''}; elections triggered: {len(elections)}")
 
 
 def test_fewer_than_three_units_refused_before_anything_starts(lab_factory):
