@@ -36,6 +36,7 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -348,6 +349,7 @@ class LabHost(Host):
             "hostname": self.name,
             "binds": self._prepare_disk(),
             "run_dirs": [[DAEMON_RUN_DIR, "755", ""]],
+            "keep": passthrough_paths(),
         }
         log_dir = self.disk / DAEMON_LOG_DIR.lstrip("/")
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -641,6 +643,18 @@ class LabHost(Host):
             if len(parts) >= 2:
                 out.append(ProcessInfo(int(parts[0]), parts[1], parts[2] if len(parts) > 2 else ""))
         return out
+
+
+def passthrough_paths() -> list[str]:
+    """stackha's checkout and venv when they lie below /tmp or /run, which lab hosts mount
+    privately: they stay visible in the hosts, so probes and clients can run the venv's python
+    there (a CI clone under /tmp, for instance).  Nested paths are given once, outermost."""
+    import stackha
+
+    roots = {Path(sys.prefix).resolve(), Path(stackha.__file__).resolve().parents[1]}
+    private = (Path("/tmp"), Path("/run"), Path("/dev/shm"))
+    hidden = sorted(p for p in roots if any(p.is_relative_to(m) and p != m for m in private))
+    return [str(p) for p in hidden if not any(p != q and p.is_relative_to(q) for q in hidden)]
 
 
 def _primary_group(user: str) -> str:

@@ -16,7 +16,8 @@ process of a fresh pid, mount and UTS namespace inside the host's network namesp
 6. prints ``ready`` on stdout, then reaps orphaned processes until SIGTERM.
 
 The JSON argument: ``{"hostname": str, "binds": [[src, dst], …], "run_dirs": [[path, mode,
-owner], …]}``.  On a failure it prints ``error: <reason>`` and exits 1.
+owner], …], "keep": [path, …]}`` — ``keep``: root-namespace paths below /run or /tmp that must stay
+visible in the host (stackha's checkout and venv when they live under /tmp).  On a failure it prints ``error: <reason>`` and exits 1.
 """
 
 import json
@@ -49,12 +50,20 @@ def boot(cfg: dict) -> None:
         _mount("--bind", src, dst)
     for mp in _mountpoints_under("/run"):
         subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Paths of the root namespace that must stay visible although they lie below a directory
+    # made private here (stackha's own checkout or venv under /tmp, as in a CI clone): held by an
+    # O_PATH descriptor now, bound back once the tmpfs is in place.
+    kept = [(path, os.open(path, os.O_PATH | os.O_DIRECTORY)) for path in cfg.get("keep", [])]
     _mount("-t", "tmpfs", "-o", "mode=0755,nosuid,nodev,size=256m", "tmpfs", "/run")
     os.makedirs("/run/lock", mode=0o1777, exist_ok=True)
     os.chmod("/run/lock", 0o1777)
     _mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev,size=256m", "tmpfs", "/dev/shm")
     _mount("-t", "sysfs", "-o", "nosuid,nodev,noexec", "sysfs", "/sys")
     _mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev,size=512m", "tmpfs", "/tmp")
+    for path, fd in kept:
+        os.makedirs(path, exist_ok=True)
+        _mount("--bind", f"/proc/{os.getpid()}/fd/{fd}", path)
+        os.close(fd)
     for path, mode, owner in cfg.get("run_dirs", []):
         os.makedirs(path, exist_ok=True)
         os.chmod(path, int(mode, 8))

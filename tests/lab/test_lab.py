@@ -269,3 +269,13 @@ def test_cli_lifecycle(state_dir):
         assert traces("tcli", state_dir) == []
     finally:
         teardown("tcli", state_dir)
+
+
+def test_stackhas_own_python_runs_inside_hosts_wherever_the_checkout_is(lab_factory):
+    """Probes and clients run the venv's python in lab hosts: it must be visible there even when
+    the checkout lives below /tmp, which hosts mount privately (as in a CI clone)."""
+    lab = lab_factory(1)
+    h = next(iter(lab.hosts.values()))
+    res = h.run([sys.executable, "-c", "import stackha, pymysql, pika; print(stackha.__file__)"], timeout=60)
+    assert res.ok, res.stderr
+    assert h.run("test -z \"$(ls -A /tmp)\" || ls -A /tmp").ok
