@@ -45,9 +45,13 @@ def _mountpoints_under(prefix: str) -> list[str]:
 
 def boot(cfg: dict) -> None:
     socket.sethostname(cfg["hostname"])
-    # Binds first: a bind source may live below /run or /tmp of the root namespace.
-    for src, dst in cfg.get("binds", []):
-        _mount("--bind", src, dst)
+    # Binds first: a bind source may live below /run or /tmp of the root namespace.  Every source
+    # is held by an O_PATH descriptor before any bind, so binding one directory (/var/tmp) cannot
+    # hide the source of another (a state directory below /var/tmp).
+    sources = [(os.open(src, os.O_PATH), dst) for src, dst in cfg.get("binds", [])]
+    for fd, dst in sources:
+        _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{fd}", dst)
+        os.close(fd)
     for mp in _mountpoints_under("/run"):
         subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Paths of the root namespace that must stay visible although they lie below a directory
@@ -62,7 +66,7 @@ def boot(cfg: dict) -> None:
     _mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev,size=512m", "tmpfs", "/tmp")
     for path, fd in kept:
         os.makedirs(path, exist_ok=True)
-        _mount("--bind", f"/proc/{os.getpid()}/fd/{fd}", path)
+        _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{fd}", path)
         os.close(fd)
     for path, mode, owner in cfg.get("run_dirs", []):
         os.makedirs(path, exist_ok=True)
