@@ -79,6 +79,7 @@ BIN_DIR = "/usr/lib/rabbitmq/bin"
 SERVER = f"{BIN_DIR}/rabbitmq-server"
 CTL = f"{BIN_DIR}/rabbitmqctl"
 DIAGNOSTICS = f"{BIN_DIR}/rabbitmq-diagnostics"
+QUEUES = f"{BIN_DIR}/rabbitmq-queues"
 EPMD = "/usr/bin/epmd"
 USER = "rabbitmq"
 AMQP_PORT = 5672
@@ -453,7 +454,8 @@ class RabbitMQOperator:
                 continue
             self._ctl_ok(unit, "stop_app", timeout=120)
             self._ctl_ok(unit, "reset", timeout=120)
-            if node_name(unit) in (statuses.get(seed.name) or {}).get("disk_nodes", []):
+            forgotten = node_name(unit) in (statuses.get(seed.name) or {}).get("disk_nodes", [])
+            if forgotten:
                 # The cluster still lists this node (its disk was lost or reset): forget the
                 # old incarnation, or join_cluster answers "already a member" and does nothing.
                 self._ctl_ok(seed, "forget_cluster_node", node_name(unit), timeout=120)
@@ -461,6 +463,14 @@ class RabbitMQOperator:
             self._ctl_ok(unit, "join_cluster", seed_node, timeout=120)
             self._ctl_ok(unit, "start_app", timeout=120)
             changes.append(f"{unit.name}: joined the cluster of {seed_node}")
+            if forgotten:
+                # forget_cluster_node also removed the node from every quorum queue: give them
+                # their replica on it back.
+                r = self._ctl(unit, "grow", node_name(unit), "all", tool=QUEUES, timeout=300)
+                if not r.ok:
+                    raise RabbitMQError(f"{unit.name}: rabbitmq-queues grow failed (rc {r.rc}): "
+                                        + " | ".join((r.stderr or r.stdout).strip().splitlines()[-3:]))
+                changes.append(f"{unit.name}: quorum queues got their replica on {node_name(unit)} back")
         return changes, seed
 
     def apply(self, app: AppContext) -> list[str]:

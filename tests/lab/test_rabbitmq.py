@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from stackha.errors import InvalidInput
 from stackha.services.base import AppContext, AppStatus, MemorySecrets, Unit, WorkloadState
 from stackha.services.rabbitmq import RabbitMQOperator, node_name, parse_transport_url
 
@@ -369,7 +370,7 @@ def test_fewer_than_three_units_refused_before_anything_starts(lab_factory):
     lab = lab_factory(2)
     units = [Unit(f"rabbitmq-server/{i}", lab.host(f"h{i + 1}")) for i in range(2)]
     app = AppContext("rabbitmq-server", "rabbitmq", {}, units, MemorySecrets())
-    with pytest.raises(Exception, match="at least 3 units"):
+    with pytest.raises(InvalidInput, match="at least 3 units"):
         RabbitMQOperator().apply(app)
     for u in units:
         assert u.host.daemon("rabbitmq") is None and u.host.daemon("rabbitmq-epmd") is None
