@@ -27,6 +27,7 @@ from stackha.services import operator_for
 from stackha.services.base import AppContext, AppStatus, Unit, UnitStatus, WorkloadState
 
 CLIENT_HOST = "client"
+SETTLE_S = 30.0  # how long a deploy waits for "waiting" units to settle once everything is applied
 LB_KINDS = ("haproxy",)
 VIP_KINDS = ("keepalived", "hacluster")
 
@@ -356,13 +357,20 @@ class Deployment:
                 # Juju's "waiting": on something deployed later (HAProxy waits for its backends).
                 report.waiting[name] = "; ".join(f"{u.unit}: {u.message}" for u in pending)
             progress(name, f"{len(changes)} change(s)" if changes else "no changes")
-        # Applications that waited on later ones are observed again once everything is applied.
-        for name in list(report.waiting):
-            if name in blocked or (only is not None and name not in only):
-                continue
-            status = self.observe_app(ctxs[name])
-            if all(u.state == WorkloadState.ACTIVE for u in status.units):
-                del report.waiting[name]
+        # Applications that waited on later ones are observed again once everything is applied,
+        # until they settle (a load balancer marks a new backend UP after its `rise` checks).
+        settle_end = time.monotonic() + SETTLE_S
+        while True:
+            for name in list(report.waiting):
+                if name in blocked or (only is not None and name not in only):
+                    continue
+                status = self.observe_app(ctxs[name])
+                if all(u.state == WorkloadState.ACTIVE for u in status.units):
+                    del report.waiting[name]
+            unsettled = [n for n in report.waiting if n not in blocked and (only is None or n in only)]
+            if not unsettled or time.monotonic() > settle_end:
+                break
+            time.sleep(0.5)
         report.seconds = time.monotonic() - t0
         return report
 
