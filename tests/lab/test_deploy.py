@@ -242,10 +242,12 @@ def test_killed_mariadbd_shows_within_5s_and_rejoins_by_ist(cloud):
     def log() -> str:
         return (victim.host.read_file("/srv/stackha/log/mariadbd.log") or b"")[log_before:].decode(errors="replace")
 
-    # MariaDB 10.11 runs wsrep_sst_rsync for IST too; what it logs at the end (possibly a moment
-    # after the node is Synced) tells which it was.
-    assert poll(lambda: "IST completed on joiner" in log() or "IST received" in log(), 15.0), log()[-3000:]
-    assert "SST completed on joiner" not in log(), "the node rejoined by SST, not IST"
+    # The node restarted at its --wsrep-recover position: it catches up by IST (or needs no
+    # transfer at all when it missed nothing), never by a full SST.  A joiner is Synced only after
+    # an SST completed, so once "synced with group" is logged an SST would show.
+    assert poll(lambda: "synced with group" in log(), 15.0), log()[-3000:]
+    assert "SST completed on joiner" not in log() and "SST received" not in log(), "the node rejoined by SST"
+    assert not any(" SST " in f" {line} " for line in done.get("galera", [])), done
 
 
 def test_cold_start_recovers_primary_with_every_acknowledged_row(cloud):
