@@ -16,6 +16,10 @@ from pathlib import PurePosixPath
 from typing import Mapping, Sequence
 
 
+#: Where every provider keeps a daemon's combined stdout/stderr: ``<DAEMON_LOG_DIR>/<name>.log``.
+DAEMON_LOG_DIR = "/srv/stackha/log"
+
+
 class HostError(Exception):
     """Base of every error a host raises."""
 

@@ -46,6 +46,7 @@ from pyroute2 import NetNS, netns
 
 from stackha.errors import InvalidInput, UserError
 from stackha.hosts.base import (
+    DAEMON_LOG_DIR,
     CommandResult,
     CommandTimeout,
     CommandError,
@@ -85,7 +86,6 @@ SEEDED_DIRS = ("/etc/corosync", "/var/lib/corosync", "/var/lib/pacemaker", "/etc
 EMPTY_DIRS = ("/srv", "/var/tmp", "/var/lib/mysql", "/var/lib/rabbitmq", "/var/log/corosync",
               "/var/log/pacemaker", "/var/log/mysql", "/var/log/rabbitmq", "/var/log/keystone")
 DAEMON_RUN_DIR = "/run/stackha"
-DAEMON_LOG_DIR = "/srv/stackha/log"
 
 
 def default_state_dir() -> Path:

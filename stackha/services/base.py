@@ -217,6 +217,18 @@ def render_template(name: str, **values: Any) -> str:
     return _env.get_template(name).render(**values)
 
 
+def log_tail(host: Host, daemon: str, lines: int = 3) -> str:
+    """The last ``lines`` lines of daemon ``daemon``'s log on ``host``, joined by " | " (for error
+    messages); "no log" when there is none or the host cannot be read."""
+    from stackha.hosts.base import DAEMON_LOG_DIR, HostError
+
+    try:
+        data = host.read_file(f"{DAEMON_LOG_DIR}/{daemon}.log") or b""
+    except HostError:
+        return "no log"
+    return " | ".join(data.decode(errors="replace").strip().splitlines()[-lines:]) or "no log"
+
+
 def install_files(host: Host, files: dict[str, RenderedFile]) -> list[str]:
     """Write rendered files on ``host``; returns the paths that changed."""
     changed = []

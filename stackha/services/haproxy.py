@@ -56,6 +56,7 @@ from typing import Any
 from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.errors import InvalidInput
 from stackha.services.base import (
+    log_tail,
     select_tuning,
     AppContext,
     AppStatus,
@@ -330,7 +331,7 @@ class HAProxyOperator:
             if _stats(host) is not None:
                 return
             time.sleep(0.05)
-        raise HostError(f"{unit.name}: haproxy did not start serving within {timeout_s:.0f} s: {_log_tail(host)}")
+        raise HostError(f"{unit.name}: haproxy did not start serving within {timeout_s:.0f} s: {log_tail(host, DAEMON, 3)}")
 
     def _wait_reloaded(self, unit: Unit, before: tuple[int, int] | None, timeout_s: float) -> None:
         host = unit.host
@@ -339,13 +340,13 @@ class HAProxyOperator:
             now = _master_reloads(host)
             if now is not None and before is not None and now[0] > before[0]:
                 if now[1] > before[1]:
-                    raise HostError(f"{unit.name}: haproxy reload failed (the old worker keeps serving): {_log_tail(host)}")
+                    raise HostError(f"{unit.name}: haproxy reload failed (the old worker keeps serving): {log_tail(host, DAEMON, 3)}")
                 if _stats(host) is not None:
                     return
             if before is None and _stats(host) is not None:  # no master CLI to compare: best effort
                 return
             time.sleep(0.05)
-        raise HostError(f"{unit.name}: haproxy did not finish reloading within {timeout_s:.0f} s: {_log_tail(host)}")
+        raise HostError(f"{unit.name}: haproxy did not finish reloading within {timeout_s:.0f} s: {log_tail(host, DAEMON, 3)}")
 
     def recover(self, app: AppContext) -> list[str]:
         """Restart HAProxy where it died (the same as :meth:`apply`)."""
@@ -389,7 +390,7 @@ class HAProxyOperator:
                 facts["holds_vip"] = any(a.ip == app.vip.ip for a in host.addresses())
             d = host.daemon(DAEMON)
             if d is None:
-                return UnitStatus(unit.name, WorkloadState.ERROR, f"haproxy is not running: {_log_tail(host)}", facts)
+                return UnitStatus(unit.name, WorkloadState.ERROR, f"haproxy is not running: {log_tail(host, DAEMON, 3)}", facts)
             facts["pid"] = d.pid
             rows = _stats(host)
             if rows is None:
@@ -475,9 +476,3 @@ def _master_reloads(host) -> tuple[int, int] | None:
         if m:
             return int(m.group(1)), int(m.group(2))
     return None
-
-
-def _log_tail(host, lines: int = 3) -> str:
-    data = host.read_file(f"/srv/stackha/log/{DAEMON}.log") or b""
-    tail = data.decode(errors="replace").strip().splitlines()[-lines:]
-    return " | ".join(tail) or "no log"

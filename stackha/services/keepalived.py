@@ -48,6 +48,7 @@ from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.services import haproxy as _haproxy
 from stackha.model.options import allocate_router_id  # noqa: F401 (one rule for model and operator)
 from stackha.services.base import (
+    log_tail,
     select_tuning,
     AppContext,
     AppStatus,
@@ -281,12 +282,12 @@ class KeepalivedOperator:
             end = time.monotonic() + START_TIMEOUT_S
             while time.monotonic() < end:
                 if host.daemon(DAEMON) is None:
-                    raise HostError(f"{unit.name}: keepalived exited: {_log_tail(host)}")
+                    raise HostError(f"{unit.name}: keepalived exited: {log_tail(host, DAEMON, 2)}")
                 if _read_state(host, app) is not None:
                     break
                 time.sleep(0.05)
             else:
-                raise HostError(f"{unit.name}: keepalived reported no VRRP state in {START_TIMEOUT_S:.0f} s: {_log_tail(host)}")
+                raise HostError(f"{unit.name}: keepalived reported no VRRP state in {START_TIMEOUT_S:.0f} s: {log_tail(host, DAEMON, 2)}")
             return [f"{unit.name}: started keepalived on {host.name} (VRID {router_id(app)}, priority {priority(app, unit)})"]
         if changed:
             host.signal(DAEMON, "HUP")
@@ -361,7 +362,7 @@ class KeepalivedOperator:
                 msg = "keepalived is not running"
                 if holds:
                     msg += f", yet the VIP {app.vip.ip} is still configured here"
-                return {**r, "state": WorkloadState.ERROR, "message": f"{msg}: {_log_tail(host)}"}
+                return {**r, "state": WorkloadState.ERROR, "message": f"{msg}: {log_tail(host, DAEMON, 2)}"}
             vrrp = _read_state(host, app)
         except HostDown:
             return {**r, "holds_vip": False, "state": WorkloadState.ERROR, "message": f"host {host.name} is powered off"}
@@ -397,9 +398,3 @@ def _read_state(host, app: AppContext) -> str | None:
         return None
     word = raw.decode(errors="replace").split()[0] if raw.split() else ""
     return word if word in STATES else None
-
-
-def _log_tail(host, lines: int = 2) -> str:
-    data = host.read_file(f"/srv/stackha/log/{DAEMON}.log") or b""
-    tail = data.decode(errors="replace").strip().splitlines()[-lines:]
-    return " | ".join(tail) or "no log"

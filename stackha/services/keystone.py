@@ -27,6 +27,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 
 from stackha.hosts.base import HostError
 from stackha.services.base import (
+    log_tail,
     AppContext,
     AppStatus,
     Frontend,
@@ -230,7 +231,7 @@ class KeystoneOperator:
 
         def attempt() -> int:
             if unit.host.daemon(DAEMON) is None:
-                raise KeystoneError(f"{unit.name}: uwsgi exited: {self._log_tail(unit)}", unit=unit.name)
+                raise KeystoneError(f"{unit.name}: uwsgi exited: {log_tail(unit.host, DAEMON)}", unit=unit.name)
             return self._probe(unit)[0]
 
         try:
@@ -238,11 +239,7 @@ class KeystoneOperator:
                      retry=retry_if_result(lambda code: code != 200))(attempt)
         except RetryError:
             raise KeystoneError(f"{unit.name}: /v3 not answering 200 after {START_TIMEOUT_S:.0f} s: "
-                                f"{self._log_tail(unit)}", unit=unit.name) from None
-
-    def _log_tail(self, unit) -> str:
-        text = (unit.host.read_file(f"/srv/stackha/log/{DAEMON}.log") or b"").decode(errors="replace")
-        return " | ".join(text.strip().splitlines()[-3:])
+                                f"{log_tail(unit.host, DAEMON)}", unit=unit.name) from None
 
     # ----------------------------------------------------------------- observe
     def observe(self, app: AppContext) -> AppStatus:

@@ -102,8 +102,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stackha.errors import InvalidInput
-from stackha.hosts.base import CommandError, Host, HostDown, HostError
+from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.services.base import (
+    log_tail,
     select_tuning,
     AppContext,
     AppStatus,
@@ -946,7 +947,7 @@ class HAClusterOperator:
                 return
             time.sleep(0.2)
         detail = f" ({last})" if isinstance(last, str) else ""
-        raise ClusterError(f"{what} within {timeout_s:.0f} s{detail}: {_log_tail(unit.host, daemon)}", unit=unit.name)
+        raise ClusterError(f"{what} within {timeout_s:.0f} s{detail}: {log_tail(unit.host, daemon, 2)}", unit=unit.name)
 
     def _corosync_ready(self, unit: Unit) -> bool | str:
         if unit.host.daemon(COROSYNC_DAEMON) is None:
@@ -1141,10 +1142,10 @@ class HAClusterOperator:
                                   f"host {host.name} is powered off" + (" (fenced)" if fenced else ""), facts)
             if host.daemon(COROSYNC_DAEMON) is None:
                 return UnitStatus(unit.name, WorkloadState.BLOCKED,
-                                  f"corosync is not running: {_log_tail(host, COROSYNC_DAEMON)}", facts)
+                                  f"corosync is not running: {log_tail(host, COROSYNC_DAEMON, 2)}", facts)
             if host.daemon(PACEMAKER_DAEMON) is None:
                 return UnitStatus(unit.name, WorkloadState.BLOCKED,
-                                  f"pacemaker is not running: {_log_tail(host, PACEMAKER_DAEMON)}", facts)
+                                  f"pacemaker is not running: {log_tail(host, PACEMAKER_DAEMON, 2)}", facts)
         except HostDown:
             return UnitStatus(unit.name, WorkloadState.ERROR, f"host {host.name} is powered off", facts)
         except HostError as exc:
@@ -1203,12 +1204,3 @@ def _canonical(el: ET.Element | None) -> str:
     if el is None:
         return ""
     return ET.canonicalize(ET.tostring(el, encoding="unicode"), strip_text=True)
-
-
-def _log_tail(host: Host, daemon: str, lines: int = 2) -> str:
-    try:
-        data = host.read_file(f"{LOG_DIR}/{daemon}.log") or b""
-    except HostError:
-        return "no log"
-    tail = data.decode(errors="replace").strip().splitlines()[-lines:]
-    return " | ".join(tail) or "no log"
