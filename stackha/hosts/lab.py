@@ -81,10 +81,13 @@ HOST_ENV = {
 # Directories private to each host and persistent across power cycles (its disk).  "seed": copied
 # with ``cp -a`` from the root filesystem the first time (keeps hacluster:haclient ownership);
 # "empty": same owner and mode, no content.  Paths absent from the root filesystem are skipped.
+_OPENSTACK = ("keystone", "glance", "placement", "nova", "neutron", "swift", "masakari")
 SEEDED_DIRS = ("/etc/corosync", "/var/lib/corosync", "/var/lib/pacemaker", "/etc/haproxy",
-               "/etc/keepalived", "/etc/keystone", "/var/lib/keystone")
+               "/etc/keepalived", "/var/lib/keystone", "/etc/masakarimonitors",
+               *(f"/etc/{s}" for s in _OPENSTACK))
 EMPTY_DIRS = ("/srv", "/var/tmp", "/var/lib/mysql", "/var/lib/rabbitmq", "/var/log/corosync",
-              "/var/log/pacemaker", "/var/log/mysql", "/var/log/rabbitmq", "/var/log/keystone")
+              "/var/log/pacemaker", "/var/log/mysql", "/var/log/rabbitmq", "/var/cache/swift",
+              *(f"/var/lib/{s}" for s in _OPENSTACK if s != "keystone"), *(f"/var/log/{s}" for s in _OPENSTACK))
 DAEMON_RUN_DIR = "/run/stackha"
 
 
