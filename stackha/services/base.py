@@ -184,9 +184,10 @@ class AppContext:
 
 @dataclass(frozen=True)
 class RenderedFile:
-    """A file an operator wants on a unit's host: text, mode (e.g. 0o600), owner and group."""
+    """A file an operator wants on a unit's host: text (or bytes: a Swift ring), mode (e.g.
+    0o600), owner and group."""
 
-    content: str
+    content: str | bytes
     mode: int = 0o644
     owner: str = "root"
     group: str | None = None

@@ -38,7 +38,8 @@ class Api:
     the VIP; ``health_path``: a GET answering one of ``health_codes`` while the daemon serves;
     ``wsgi_file``: run that WSGI script under uwsgi (``processes`` workers, ``env`` in the
     application's environment), or ``argv``: run that command (an eventlet server of its own);
-    ``frontend``: offered through the load balancer (False: reached on the unit only).
+    ``frontend``: offered through the load balancer (False: reached on the unit only);
+    ``user``: the account it runs as when not the service's.
     """
 
     name: str
@@ -50,6 +51,7 @@ class Api:
     processes: int = 2
     env: tuple[tuple[str, str], ...] = ()
     frontend: bool = True
+    user: str | None = None
 
     def __post_init__(self) -> None:
         if bool(self.wsgi_file) == bool(self.argv):
@@ -63,12 +65,13 @@ class Api:
 
 @dataclass(frozen=True)
 class Worker:
-    """A daemon without an API port: ``argv`` run as the service user; ``mode`` active/active
-    (every unit) or active/passive (one unit at a time)."""
+    """A daemon without an API port: ``argv`` run as ``user`` (default: the service's);
+    ``mode`` active/active (every unit) or active/passive (one unit at a time)."""
 
     name: str
     argv: tuple[str, ...]
     mode: str = ACTIVE_ACTIVE
+    user: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in (ACTIVE_ACTIVE, ACTIVE_PASSIVE):

@@ -307,16 +307,16 @@ class OpenStackServiceOperator(BaseOperator):
         """Start (or, with ``restart``, restart) the unit's daemons and wait for its APIs."""
         d = self.descriptor
         changes = []
-        wanted: list[tuple[str, list[str]]] = [(a.name, self.daemon_argv(a)) for a in d.apis]
-        wanted += [(w.name, list(w.argv)) for w in self.workers_on(app, unit)]
+        wanted: list[tuple[str, list[str], str]] = [(a.name, self.daemon_argv(a), a.user or d.user) for a in d.apis]
+        wanted += [(w.name, list(w.argv), w.user or d.user) for w in self.workers_on(app, unit)]
         touched = False
-        for name, argv in wanted:
+        for name, argv, user in wanted:
             running = unit.host.daemon(name)
             if running is not None and not restart:
                 continue
             if running is not None:
                 unit.host.stop(name)
-            unit.host.spawn(name, argv, user=d.user, cwd=d.state_dir)
+            unit.host.spawn(name, argv, user=user, cwd=d.state_dir)
             changes.append(f"{unit.name}: {name} {'restarted' if running else 'started'}")
             touched = True
         if touched:
