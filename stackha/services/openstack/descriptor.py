@@ -37,7 +37,9 @@ class Api:
     ``name``: the daemon's name on the host (``nova-api``); ``port``: TCP port on the unit and on
     the VIP; ``health_path``: a GET answering one of ``health_codes`` while the daemon serves;
     ``wsgi_file``: run that WSGI script under uwsgi (``processes`` workers, ``env`` in the
-    application's environment), or ``argv``: run that command (an eventlet server of its own);
+    application's environment; ``threads`` per process: more than 1 only for an application that
+    eventlet does not monkey-patch, and then a health check is answered while a long request
+    runs), or ``argv``: run that command (an eventlet server of its own);
     ``frontend``: offered through the load balancer (False: reached on the unit only);
     ``user``: the account it runs as when not the service's.
     """
@@ -48,7 +50,8 @@ class Api:
     wsgi_file: str | None = None
     argv: tuple[str, ...] = ()
     health_codes: tuple[int, ...] = (200,)
-    processes: int = 2
+    processes: int = 1
+    threads: int = 1
     env: tuple[tuple[str, str], ...] = ()
     frontend: bool = True
     user: str | None = None
@@ -80,10 +83,13 @@ class Worker:
 
 @dataclass(frozen=True)
 class Database:
-    """A database ``name`` on the related Galera cluster, used by ``user`` (one password per user)."""
+    """A database ``name`` on the related Galera cluster, used by ``user`` (one password per user);
+    ``configured``: its URL is in the service's config (False: a database the service reaches
+    another way — Nova's cell0, whose URL ``map_cell0`` derives from ``[database]``)."""
 
     name: str
     user: str
+    configured: bool = True
 
 
 @dataclass(frozen=True)

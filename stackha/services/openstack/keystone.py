@@ -35,12 +35,13 @@ DAEMON = "keystone"
 CONF = "/etc/keystone/keystone.conf"
 KEY_DIRS = {"fernet": "/etc/keystone/fernet-keys", "credential": "/etc/keystone/credential-keys"}
 REGISTER_SCRIPT = Path(__file__).with_name("register.py")
-REGISTER_PATH = "/srv/stackha/register.py"
+QUERY_SCRIPT = Path(__file__).with_name("query.py")
 SERVICE_PROJECT = "service"
 
 KEYSTONE = Descriptor(
     kind="keystone", service="keystone", user="keystone", package="keystone",
-    apis=(Api(name=DAEMON, port=PORT, health_path="/v3", wsgi_file="/usr/bin/keystone-wsgi-public"),),
+    apis=(Api(name=DAEMON, port=PORT, health_path="/v3", wsgi_file="/usr/bin/keystone-wsgi-public",
+              processes=2),),
     config={CONF: "keystone/keystone.conf.j2"},
     databases=(Database("keystone", "keystone"),),
     sync=(("keystone-manage", "db_sync"),),
@@ -76,22 +77,34 @@ class KeystoneOperator(OpenStackServiceOperator):
         ``(type, name, {interface: url})`` — one openstacksdk process on the leader's host, through
         the VIP.  Returns (the user's password, what changed).  Raises :class:`ServiceError`."""
         password = app.secrets.get(f"service-{user}")
-        leader = next((u for u in app.units if u.host.is_on()), None)
-        if leader is None:
-            raise ServiceError(f"{app.name}: no unit is up to register {user} in Keystone")
-        leader.host.write_file(REGISTER_PATH, REGISTER_SCRIPT.read_text(), mode=0o644)
-        req = {"auth": self.admin_auth(app), "region": REGION, "user": {"name": user, "password": password},
-               "project": SERVICE_PROJECT, "role": "admin",
+        req = {"user": {"name": user, "password": password}, "project": SERVICE_PROJECT, "roles": ["admin", "service"],
                "services": [{"type": t, "name": n, "endpoints": e} for t, n, e in catalog]}
-        res = leader.host.run(["/usr/bin/python3", REGISTER_PATH], input=json.dumps(req), timeout=180)
+        out = self.admin_script(app, REGISTER_SCRIPT, req, what=f"registering {user} in Keystone")
+        return password, [f"keystone: {c}" for c in out["changes"]]
+
+    def query(self, app: AppContext, query: str) -> Any:
+        """One of :mod:`.query`'s queries (e.g. ``compute_services``) as the admin, through the VIP."""
+        return self.admin_script(app, QUERY_SCRIPT, {"query": query}, what=f"query {query}", timeout=60)
+
+    def admin_script(self, app: AppContext, script: Path, payload: dict[str, Any], *, what: str,
+                     timeout: float = 180) -> Any:
+        """Run a self-contained openstacksdk ``script`` (:mod:`.register`, :mod:`.query`) with
+        Debian's python3 on the first keystone unit that is on, the admin's credentials and
+        ``payload`` on its stdin (never in argv); its JSON output.  Raises :class:`ServiceError`."""
+        unit = next((u for u in app.units if u.host.is_on()), None)
+        if unit is None:
+            raise ServiceError(f"{app.name}: no unit is up for {what}")
+        path = f"/srv/stackha/{script.name}"
+        unit.host.write_file(path, script.read_text(), mode=0o644)
+        req = {"auth": self.admin_auth(app), "region": REGION, **payload}
+        res = unit.host.run(["/usr/bin/python3", path], input=json.dumps(req), timeout=timeout)
         if not res.ok:
-            raise ServiceError(f"{app.name}: registering {user} in Keystone failed: "
-                               f"{(res.stderr or res.stdout).strip()[-300:]}", unit=leader.name)
+            raise ServiceError(f"{app.name}: {what} failed: {(res.stderr or res.stdout).strip()[-300:]}",
+                               unit=unit.name)
         try:
-            changes = json.loads(res.stdout)["changes"]
-        except (ValueError, KeyError):
-            raise ServiceError(f"{app.name}: the Keystone registration of {user} printed no result") from None
-        return password, [f"keystone: {c}" for c in changes]
+            return json.loads(res.stdout)
+        except ValueError:
+            raise ServiceError(f"{app.name}: {what} printed no JSON result") from None
 
     # ----------------------------------------------------------------- render hooks
     def values(self, app: AppContext) -> dict[str, Any]:

@@ -32,9 +32,8 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
-
 from stackha.hosts.base import HostDown, HostError
+from stackha.polling import wait_until
 from stackha.services.base import (
     AppContext,
     AppStatus,
@@ -140,14 +139,14 @@ class OpenStackServiceOperator(BaseOperator):
     def config_files(self, app: AppContext, unit: Unit, values: dict[str, Any]) -> dict[str, RenderedFile]:
         """The unit's config files and uwsgi inis: a change restarts the unit's daemons."""
         d = self.descriptor
-        uv = {**values, "unit": unit.name, "address": str(unit.address)}
+        uv = {**values, "unit": unit.name, "address": str(unit.address), "hostname": unit.host.name}
         files = {path: RenderedFile(render_template(tpl, **uv), mode=0o640, owner="root", group=d.user)
                  for path, tpl in d.config.items()}
         for api in d.apis:
             if api.wsgi_file:
                 files[api.uwsgi_ini] = RenderedFile(render_template(
                     "openstack/uwsgi.ini.j2", unit=unit.name, api=api, address=str(unit.address),
-                    processes=int(app.options.get("worker-multiplier", api.processes))), mode=0o644)
+                    processes=int(app.options.get("processes", api.processes))), mode=0o644)
         return files
 
     def render(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]:
@@ -340,17 +339,13 @@ class OpenStackServiceOperator(BaseOperator):
         :class:`ServiceError` (with the daemon's last log lines) if a daemon exits or after
         ``deadline_s`` s."""
         for api in self.descriptor.apis:
-            def attempt(api: Api = api) -> int:
+            def answered(api: Api = api) -> bool:
                 if unit.host.daemon(api.name) is None:
                     raise ServiceError(f"{unit.name}: {api.name} exited: {log_tail(unit.host, api.name)}", unit=unit.name)
-                return self.probe(unit, api)[0]
+                return self.probe(unit, api)[0] in api.health_codes
 
-            try:
-                Retrying(stop=stop_after_delay(deadline_s), wait=wait_fixed(0.5),
-                         retry=retry_if_result(lambda code, api=api: code not in api.health_codes))(attempt)
-            except RetryError:
-                raise ServiceError(f"{unit.name}: {api.name} not answering GET {api.health_path} after {deadline_s:.0f} s: "
-                                   f"{log_tail(unit.host, api.name)}", unit=unit.name) from None
+            wait_until(answered, deadline_s, 0.5, what=f"{unit.name}: {api.name} answering GET {api.health_path}",
+                       error=lambda msg, api=api: ServiceError(f"{msg}: {log_tail(unit.host, api.name)}", unit=unit.name))
 
     # ================================================================ observe
     def observe_unit(self, app: AppContext, unit: Unit) -> UnitStatus:

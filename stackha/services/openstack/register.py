@@ -8,14 +8,16 @@ which ``ps`` shows::
               "user_domain_name", "project_domain_name"},
      "region": "RegionOne",
      "user": {"name": "glance", "password": "…"},          # the service user
-     "project": "service", "role": "admin",
+     "project": "service", "roles": ["admin", "service"],
      "services": [{"type": "image", "name": "glance",
                    "endpoints": {"public": URL, "internal": URL, "admin": URL}}]}
 
 It makes what is missing and corrects what differs: the ``service`` project, the user (its
 password is checked by authenticating as it, and set only when that fails — setting it every time
-would revoke the user's tokens), the role assignment, each catalog service and its three
-endpoints.  It prints one JSON document: ``{"changes": ["created user glance", …]}`` (empty when
+would revoke the user's tokens), its roles (``admin``, and ``service``: the role Keystone's
+middleware requires of a service token — Nova sends one with its calls to Neutron — when
+``service_token_roles_required`` is true, as stackha sets it), each catalog service and its
+three endpoints.  It prints one JSON document: ``{"changes": ["created user glance", …]}`` (empty when
 everything was already so).  Exit 1 with a one-line message on stderr on failure.
 
 It imports nothing from stackha (stackha's interpreter may not have openstacksdk).
@@ -58,14 +60,16 @@ def main() -> int:
         except ks_exc.Unauthorized:
             conn.identity.update_user(user, password=u["password"])
             changes.append(f"set the password of user {u['name']}")
-    role = conn.identity.find_role(req["role"])
-    if role is None:
-        raise SystemExit(f"role {req['role']!r} does not exist (keystone-manage bootstrap makes it)")
-    assigned = list(conn.identity.role_assignments(user_id=user.id, scope_project_id=project.id,
-                                                   role_id=role.id))
-    if not assigned:
-        conn.identity.assign_project_role_to_user(project, user, role)
-        changes.append(f"granted {req['role']} on {req['project']} to {u['name']}")
+    for name in req["roles"]:
+        role = conn.identity.find_role(name)
+        if role is None:
+            role = conn.identity.create_role(name=name)
+            changes.append(f"created role {name}")
+        assigned = list(conn.identity.role_assignments(user_id=user.id, scope_project_id=project.id,
+                                                       role_id=role.id))
+        if not assigned:
+            conn.identity.assign_project_role_to_user(project, user, role)
+            changes.append(f"granted {name} on {req['project']} to {u['name']}")
     for svc in req.get("services", []):
         service = next((s for s in conn.identity.services() if s.type == svc["type"] and s.name == svc["name"]), None)
         if service is None:
