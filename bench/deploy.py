@@ -86,7 +86,7 @@ def main() -> None:
             table.add_row("[bold]data tier active", f"{data_tier:.1f}", "")
             table.add_row("[bold]every unit active", f"{total:.1f}", "")
             console.print(table)
-            rss = rss_by_host_and_command(d.lab)
+            rss = rss_by_host_and_command(d.provider.lab)
             mem = Table("host", "RSS (MiB)", "largest processes (MiB)", title="memory of the cloud")
             kinds: dict[str, int] = collections.Counter()
             for host, per in rss.items():

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(haproxy keepalived mariadb-server mariadb-client galera-4 rsync rabbitmq-server
       pacemaker corosync crmsh resource-agents fence-agents socat iproute2 iputils-arping
-      iputils-ping procps psmisc util-linux curl python3-venv)
+      iputils-ping procps psmisc util-linux curl python3-venv
+      openssh-server openssh-client sudo nftables)
 # OpenStack services (Zed in Debian 12) and the real clients (LAB-NOTES "OpenStack services",
 # "Swift", "Masakari", "Tempest").  nova-compute itself drags libvirt and qemu: compute hosts run
 # python3-nova's nova-compute with the fake driver instead.

@@ -44,7 +44,7 @@ def _root(
 
 def state_dir() -> Path:
     """The state directory chosen by --state-dir / $STACKHA_STATE_DIR / the default."""
-    from stackha.hosts.lab import default_state_dir
+    from stackha.hosts.provider import default_state_dir
 
     return settings.state_dir or default_state_dir()
 

@@ -95,7 +95,7 @@ def _galera_writer(d) -> str:
 
 def _vip_holder(d) -> str:
     vip = next(v for v in d.vips().values())
-    for h in d.lab.hosts.values():
+    for h in d.provider.hosts().values():
         if h.is_on() and any(a.ip == vip.ip for a in h.addresses()):
             return h.name
     raise UserError(f"no host holds the VIP {vip.ip}")
@@ -146,7 +146,7 @@ def demo(
         ):
             with phases.step(title, proves) as t:
                 victim = pick(d)
-                off = d.lab.host(victim).power_off()
+                off = d.host(victim).power_off()
                 console.print(f"powered off [bold]{victim}[/] in {off * 1000:.0f} ms")
                 res, waited, attempts = _until_ok(lambda: _openstack(d, "token", "issue", "-f", "value", "-c", "id",
                                                                      timeout=30), deadline_s=90)

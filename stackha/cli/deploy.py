@@ -50,21 +50,21 @@ def run_deploy(bundle: Path, overlays: list[Path], lab: str, tuning: str = "stac
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from stackha.engine.deploy import Deployment
-    from stackha.hosts.lab import require_root, validate_prefix
+    from stackha.hosts.labprovider import LabProvider
 
-    validate_prefix(lab)
+    provider = LabProvider(lab, _state())
     b, _ = load_and_check(bundle, overlays)
-    d = Deployment.for_bundle(lab, b, _state())
+    d = Deployment.for_bundle(lab, b, _state(), provider)
     d.check()
-    require_root()
+    provider.require_privileges()
     d.record_bundle(b, tuning=tuning, sources=[str(bundle), *map(str, overlays)])
     t0 = time.monotonic()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                   console=console, transient=False, disable=quiet) as progress:
         hosts_task = progress.add_task("hosts", total=None)
         created = d.ensure_hosts(lambda msg: progress.update(hosts_task, description=f"hosts: {msg}"))
-        progress.update(hosts_task, description=f"hosts: {len(created)} created, {len(d.lab.hosts)} in lab {lab}",
-                        completed=1, total=1)
+        progress.update(hosts_task, description=f"hosts: {len(created)} created, {len(d.provider.hosts())} "
+                        f"in {d.provider.describe()}", completed=1, total=1)
         tasks: dict[str, int] = {}
 
         def on_progress(app: str, msg: str) -> None:
@@ -92,8 +92,9 @@ def run_deploy(bundle: Path, overlays: list[Path], lab: str, tuning: str = "stac
         path = write_clouds_yaml(d)
         if path is not None and not quiet:
             console.print(f"clouds.yaml (admin, auth_url on the VIP): {path}\n"
-                          f"  use it from the client host: stackha lab exec {lab}-client -- env "
-                          f"OS_CLIENT_CONFIG_FILE=/srv/stackha/clouds.yaml openstack --os-cloud {cloud_name(lab)} token issue")
+                          f"  use it from the client host {d.client.name}: env "
+                          f"OS_CLIENT_CONFIG_FILE=/srv/stackha/clouds.yaml openstack --os-cloud {cloud_name(lab)} token issue"
+                          + (f"\n  (in the lab: stackha lab exec {d.client.name} -- env ...)" if d.provider.kind == "lab" else ""))
     return report
 
 
@@ -259,13 +260,17 @@ def resolved(
 def destroy(lab: str = typer.Option(..., "--lab", help="Lab prefix.")) -> None:
     """Tear the cloud down with its lab, state and secrets."""
     from stackha.engine.deploy import Deployment
-    from stackha.hosts.lab import teardown
 
     if Deployment.exists(lab, _state()):
-        Deployment(lab, _state()).destroy()
+        d = Deployment(lab, _state())
+        what = d.provider.describe()
+        d.destroy()
     else:
-        teardown(lab, _state())
-    console.print(f"lab {lab} destroyed")
+        from stackha.hosts.labprovider import LabProvider
+
+        what = f"lab {lab}"
+        LabProvider(lab, _state()).teardown()
+    console.print(f"{what} destroyed")
 
 
 def register(app: typer.Typer) -> None:

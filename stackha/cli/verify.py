@@ -92,7 +92,6 @@ def verify(
     """Inject faults into the deployed cloud while probes run; report gaps, failures and lost
     acknowledged operations.  Exits 1 if any acknowledged operation was lost."""
     from stackha.engine.deploy import Deployment
-    from stackha.hosts.lab import require_root
     from stackha.verify import scenarios as sc
 
     if fmt not in ("table", "json"):
@@ -105,8 +104,8 @@ def verify(
         return
     if not lab:
         raise InvalidInput("--lab is required: the prefix of the lab the cloud is deployed on")
-    require_root()
     d = Deployment.open(lab, _state())
+    d.provider.require_privileges()
     chosen = sc.applicable(d, list(scenario) or None)
     out = verify_dir(d)
     t0 = time.monotonic()

@@ -1,6 +1,8 @@
 """The deploy engine: a bundle → hosts → operators, recorded in the state store.
 
-A :class:`Deployment` is one cloud on one lab (named after the lab's prefix).  ``deploy`` runs the
+A :class:`Deployment` is one named cloud on the machines of one
+:class:`~stackha.hosts.provider.Provider` (a lab, or machines reached over SSH from an inventory);
+the engine talks to the provider and the hosts through their interfaces only.  ``deploy`` runs the
 plan application by application: each operator's ``apply`` is idempotent, so deploying the same
 bundle again changes nothing and says so.  A failed application leaves its units in ``error`` with
 the message, and every application that depends on it waits (``waiting``) rather than being
@@ -10,7 +12,6 @@ half-applied; ``stackha resolved UNIT`` deploys again from there.
 from __future__ import annotations
 
 import ipaddress
-import re
 import shutil
 import time
 import traceback
@@ -21,12 +22,12 @@ from typing import Callable
 import yaml
 
 from stackha.errors import InvalidInput, UserError
-from stackha.hosts.lab import Lab, LAB_RANGE, default_state_dir, lab_dir, teardown
+from stackha.hosts.base import Host
+from stackha.hosts.provider import CLIENT_HOST, MachineSpec, Provider, default_state_dir, host_named, open_provider
 from stackha.plan import Plan, build_plan
 from stackha.services import operator_for
 from stackha.services.base import AppContext, AppStatus, Unit, UnitStatus, WorkloadState
 
-CLIENT_HOST = "client"
 SETTLE_S = 30.0  # how long a deploy waits for "waiting" units to settle once everything is applied
 LB_KINDS = ("haproxy",)
 VIP_KINDS = ("keepalived", "hacluster")
@@ -34,16 +35,6 @@ VIP_KINDS = ("keepalived", "hacluster")
 
 def deployment_dir(state_dir: Path, name: str) -> Path:
     return Path(state_dir) / "deployments" / name
-
-
-def host_suffix(host_key: str) -> str:
-    """The lab host name (after ``<prefix>-``) for a bundle machine or container.
-
-    ``"0"`` → ``m0``; ``"1/lxd/0"`` → ``m1lxd0``; ``"new:keystone/0"`` → ``nkeystone0``.
-    """
-    if host_key.startswith("new:"):
-        return ("n" + re.sub(r"[^a-z0-9]", "", host_key[4:].lower()))[:16]
-    return ("m" + re.sub(r"[^a-z0-9]", "", host_key.lower()))[:16]
 
 
 def parse_vip(options: dict, path: str) -> ipaddress.IPv4Interface | None:
@@ -76,15 +67,19 @@ class DeployReport:
 
 
 class Deployment:
-    """One cloud deployed on lab ``name``.  Create with :meth:`create`, find with :meth:`open`."""
+    """One cloud called ``name``.  Create with :meth:`for_bundle`, find with :meth:`open`.
 
-    def __init__(self, name: str, state_dir: Path | None = None):
+    ``provider``: where its machines come from; when None it is rebuilt from the state store
+    (what :meth:`record_bundle` recorded; a deployment recorded without one is on the lab).
+    """
+
+    def __init__(self, name: str, state_dir: Path | None = None, provider: Provider | None = None):
         self.name = name
         self.state_dir = Path(state_dir or default_state_dir())
         self.dir = deployment_dir(self.state_dir, name)
         self._store = None
         self._bundle = None
-        self._lab: Lab | None = None
+        self._provider = provider
 
     @property
     def store(self):
@@ -96,19 +91,27 @@ class Deployment:
         return self._store
 
     @classmethod
-    def for_bundle(cls, name: str, bundle, state_dir: Path | None = None) -> "Deployment":
-        """A deployment object for ``bundle`` on lab ``name``, nothing written yet."""
-        d = cls(name, state_dir)
+    def for_bundle(cls, name: str, bundle, state_dir: Path | None = None,
+                   provider: Provider | None = None) -> "Deployment":
+        """A deployment object for ``bundle`` called ``name`` on ``provider`` (default: the lab
+        of prefix ``name``), nothing written yet."""
+        d = cls(name, state_dir, provider)
         d._bundle = bundle
         return d
 
+    @property
+    def provider(self) -> Provider:
+        """The machine provider (see the class docstring)."""
+        if self._provider is None:
+            record = self.store.get("provider") if self.exists(self.name, self.state_dir) else None
+            self._provider = open_provider(record, self.name, self.state_dir)
+        return self._provider
+
     def check(self) -> None:
-        """Refuse a bundle that cannot go on this lab (InvalidInput), before anything starts:
-        VIPs outside the lab's /24 or spanning several /24s."""
-        if (lab_dir(self.state_dir, self.name) / "lab.json").exists():
-            self.check_lab_fit(self.lab.subnet)
-        else:
-            self.wanted_subnet()
+        """Refuse a bundle the provider's machines cannot carry (InvalidInput / UserError naming
+        the field or machine), before anything starts: for the lab, VIPs outside its /24; for
+        SSH, an inventory that misses a machine or a machine that does not answer."""
+        self.provider.check(self.machines(), self.vips())
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -117,9 +120,10 @@ class Deployment:
 
     @classmethod
     def open(cls, name: str, state_dir: Path | None = None) -> "Deployment":
-        """The recorded deployment on lab ``name``; :class:`UserError` if there is none."""
+        """The recorded deployment ``name``; :class:`UserError` if there is none."""
         if not cls.exists(name, state_dir):
-            raise UserError(f"nothing is deployed on lab {name!r}; run `stackha deploy BUNDLE --lab {name}`")
+            raise UserError(f"nothing is deployed as {name!r}; run `stackha deploy BUNDLE --lab {name}` "
+                            f"(or `--inventory FILE`)")
         d = cls(name, state_dir)
         if d.store.get("bundle") is None:
             raise UserError(f"deployment {name!r} has no recorded bundle; deploy again")
@@ -134,12 +138,6 @@ class Deployment:
         return self._bundle
 
     @property
-    def lab(self) -> Lab:
-        if self._lab is None:
-            self._lab = Lab.load(self.name, self.state_dir)
-        return self._lab
-
-    @property
     def tuning(self) -> str:
         return self.store.get("tuning", "stackha")
 
@@ -152,6 +150,7 @@ class Deployment:
         if tuning not in ("stackha", "stock"):
             raise InvalidInput(f"--tuning {tuning!r}: use stackha or stock")
         self.store.set("bundle", bundle.dump())
+        self.store.set("provider", self.provider.record())
         self.store.set("tuning", tuning)
         self.store.set("sources", sources or [])
         self._bundle = bundle
@@ -193,75 +192,38 @@ class Deployment:
                     break
         return out
 
-    def check_lab_fit(self, lab_subnet: ipaddress.IPv4Network) -> None:
-        """Refuse VIPs outside the lab's /24 or in the hosts' range (:class:`InvalidInput`)."""
-        for app, vip in self.vips().items():
-            if vip.ip not in lab_subnet:
-                raise InvalidInput(
-                    f"applications.{app}.options.vip: {vip.ip} is outside lab {self.name}'s subnet {lab_subnet}; "
-                    f"use an address in {lab_subnet} from .200 to .254")
-            if not 200 <= int(vip.ip) - int(lab_subnet.network_address) <= 254:
-                raise InvalidInput(
-                    f"applications.{app}.options.vip: {vip.ip} is in the lab's host range; use .200 to .254 of {lab_subnet}")
-
-    def wanted_subnet(self) -> str | None:
-        """The /24 the bundle's VIPs live in (the lab to create), or None if it has no VIP."""
-        nets = {ipaddress.IPv4Network(f"{v.ip}/24", strict=False) for v in self.vips().values()}
-        if len(nets) > 1:
-            raise InvalidInput(f"the bundle's VIPs span several /24s ({', '.join(map(str, sorted(nets)))}); a lab has one")
-        if not nets:
-            return None
-        net = nets.pop()
-        if not net.subnet_of(LAB_RANGE):
-            vip_app = next(iter(self.vips()))
-            raise InvalidInput(f"applications.{vip_app}.options.vip: lab addresses must be in {LAB_RANGE}")
-        return str(net)
-
-    def host_map(self) -> dict[str, dict]:
-        """Bundle machines/containers → lab host names: ``{host_key: {"host", "parent"}}``."""
+    def machines(self) -> list[MachineSpec]:
+        """Every host the bundle's units need (machines, containers, ``new`` placements), in
+        placement order; subordinates need none of their own."""
         b = self.bundle
-        out: dict[str, dict] = {}
+        out: dict[str, MachineSpec] = {}
         for name, app in b.applications.items():
             if app.subordinate:
                 continue
             for pl in b.units(name):
-                if pl.host_key in out:
-                    continue
-                parent = None
-                if pl.container:
-                    parent = f"{self.name}-{host_suffix(pl.machine)}"
-                out[pl.host_key] = {"host": f"{self.name}-{host_suffix(pl.host_key)}", "parent": parent,
-                                    "machine": pl.machine}
-        return out
+                if pl.host_key not in out:
+                    out[pl.host_key] = MachineSpec(pl.host_key, pl.machine, pl.machine if pl.container else None)
+        return list(out.values())
+
+    def host_map(self) -> dict[str, dict]:
+        """Bundle machines/containers → host names: ``{host_key: {"host", "parent", "machine"}}``."""
+        p = self.provider
+        return {m.key: {"host": p.host_name(m.key), "parent": p.host_name(m.parent) if m.parent else None,
+                        "machine": m.machine} for m in self.machines()}
 
     def ensure_hosts(self, progress: Callable[[str], None] = lambda s: None) -> list[str]:
-        """Create the lab (if missing) and every host the bundle's machines need, plus a client
-        host; returns the hosts created."""
-        created = []
-        if not (lab_dir(self.state_dir, self.name) / "lab.json").exists():
-            progress(f"creating lab {self.name}")
-            self._lab = Lab.create(self.name, 0, state_dir=self.state_dir, subnet=self.wanted_subnet())
-        lab = self.lab
-        self.check_lab_fit(lab.subnet)
-        hosts = self.host_map()
-        # Machines first, then containers on them.
-        for key, spec in sorted(hosts.items(), key=lambda kv: kv[1]["parent"] is not None):
-            if spec["parent"] and spec["parent"] not in lab.hosts:
-                lab.add_host(spec["parent"].split("-", 1)[1])
-                created.append(spec["parent"])
-            if spec["host"] not in lab.hosts:
-                progress(f"creating host {spec['host']}")
-                lab.add_host(spec["host"].split("-", 1)[1], parent=spec["parent"])
-                created.append(spec["host"])
-        if f"{self.name}-{CLIENT_HOST}" not in lab.hosts:
-            lab.add_host(CLIENT_HOST)
-            created.append(f"{self.name}-{CLIENT_HOST}")
-        return created
+        """Make every host the bundle's machines need exist (the lab creates them; SSH checks
+        them), plus a client host; returns the hosts created."""
+        return self.provider.ensure(self.machines(), self.vips(), progress)
 
     @property
-    def client(self):
-        """The lab host probes and clients run from (never part of the cloud)."""
-        return self.lab.host(CLIENT_HOST)
+    def client(self) -> Host:
+        """The host probes and clients run from (never part of the cloud)."""
+        return self.provider.client()
+
+    def host(self, name: str) -> Host:
+        """The provider's host called ``name``; :class:`UserError` naming the known ones otherwise."""
+        return host_named(self.provider, name)
 
     # ----------------------------------------------------------------- contexts
     def contexts(self) -> dict[str, AppContext]:
@@ -269,7 +231,6 @@ class Deployment:
         from stackha.engine.state import FileSecrets
 
         b = self.bundle
-        hosts = self.host_map()
         vips = self.vips()
         ctxs: dict[str, AppContext] = {}
         for name, app in b.applications.items():
@@ -278,7 +239,7 @@ class Deployment:
                 key = pl.host_key
                 if app.subordinate and pl.principal:
                     key = next(p.host_key for p in b.units(pl.principal.split("/")[0]) if p.unit == pl.principal)
-                units.append(Unit(pl.unit, self.lab.host(hosts[key]["host"])))
+                units.append(Unit(pl.unit, self.provider.host(key)))
             ctxs[name] = AppContext(
                 name=name, kind=app.kind or "", options=dict(app.options), units=units,
                 secrets=FileSecrets(self.dir / "secrets" / name), vip=vips.get(name), tuning=self.tuning,
@@ -470,9 +431,13 @@ class Deployment:
         self.store.set_unit(unit, rec.app, rec.host, WorkloadState.MAINTENANCE.value, "resolved: retrying")
 
     # ----------------------------------------------------------------- destroy
-    def destroy(self) -> None:
-        """Tear down the lab and forget the deployment (secrets included)."""
+    def destroy(self) -> list[str]:
+        """Tear down what the provider made (the lab: everything; SSH: stackha's daemons) and
+        forget the deployment (secrets included).  Returns what the provider removed."""
+        provider = self.provider
         if self._store is not None:
             self._store.close()
-        teardown(self.name, self.state_dir)
+        removed = provider.teardown()
+        provider.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        return removed

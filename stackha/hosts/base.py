@@ -210,6 +210,16 @@ class Host(abc.ABC):
     def heal(self) -> None:
         """Undo :meth:`partition`."""
 
+    # ----------------------------------------------------------------- placement
+    def machine(self) -> "Host":
+        """The physical machine this host runs on (its failure domain): itself, or for a
+        container host the machine it is placed on."""
+        return self
+
+    def containers(self) -> list["Host"]:
+        """Container hosts placed on this machine, which go down with it (default: none)."""
+        return []
+
     # ----------------------------------------------------------------- helpers shared by providers
     def sh(self, script: str, **kw) -> CommandResult:
         """Run a shell script (``/bin/sh -c``) with :meth:`run`'s keywords."""

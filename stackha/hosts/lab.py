@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field
 from pyroute2 import NetNS, netns
 
 from stackha.errors import InvalidInput, UserError
+from stackha.hosts.provider import default_state_dir
 from stackha.hosts.base import (
     DAEMON_LOG_DIR,
     CommandResult,
@@ -90,11 +91,6 @@ EMPTY_DIRS = ("/srv", "/var/tmp", "/var/lib/mysql", "/var/lib/rabbitmq", "/var/l
               "/var/log/pacemaker", "/var/log/mysql", "/var/log/rabbitmq", "/var/cache/swift",
               *(f"/var/lib/{s}" for s in _OPENSTACK if s != "keystone"), *(f"/var/log/{s}" for s in _OPENSTACK))
 DAEMON_RUN_DIR = "/run/stackha"
-
-
-def default_state_dir() -> Path:
-    """``$STACKHA_STATE_DIR`` or ``/var/lib/stackha``."""
-    return Path(os.environ.get("STACKHA_STATE_DIR", "/var/lib/stackha"))
 
 
 def cgroup2_root() -> Path:
@@ -444,6 +440,14 @@ class LabHost(Host):
             ns.addr("add", index=idx, address=str(self.address), prefixlen=self.lab.subnet.prefixlen)
             ns.link("set", index=idx, state="up")
         return time.monotonic() - t0
+
+    def machine(self) -> "LabHost":
+        """The machine this host runs on: its parent for a container host, else itself."""
+        return self.lab.host(self.rec.parent) if self.rec.parent else self
+
+    def containers(self) -> list["LabHost"]:
+        """The container hosts placed on this machine (they go down with it)."""
+        return self.lab.children_of(self.name)
 
     def fence_device(self):
         """The STONITH device that fences this host from a peer host of the lab (pure): a

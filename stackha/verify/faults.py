@@ -83,8 +83,7 @@ class KillDaemon(Fault):
 
 
 def _children(host: Host) -> list[Host]:
-    lab = getattr(host, "lab", None)
-    return list(lab.children_of(host.name)) if lab is not None and hasattr(lab, "children_of") else []
+    return list(host.containers())
 
 
 class PowerOff(Fault):

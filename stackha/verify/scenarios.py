@@ -74,9 +74,8 @@ def _daemon(kind: str) -> str:
 
 
 def machine_of(d, host: Host) -> Host:
-    """The machine a (container) host runs on: itself, or its parent in the lab."""
-    parent = getattr(getattr(host, "rec", None), "parent", None)
-    return d.lab.host(parent) if parent else host
+    """The machine a (container) host runs on: itself, or the machine it is placed on."""
+    return host.machine()
 
 
 def galera_writer(d, probes: Probes) -> Host:

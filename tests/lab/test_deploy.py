@@ -320,8 +320,8 @@ def test_two_galera_units_or_a_vip_outside_the_lab_are_refused_before_anything_s
         run_deploy(two, [], "tref" + secrets.token_hex(2), quiet=True)
     outside = tmp_path / "outside.yaml"
     outside.write_text(text.replace("vip: 198.18.100.250", "vip: 198.18.99.250"))
-    before = sorted(h for h in cloud["d"].lab.hosts)
+    before = sorted(h for h in cloud["d"].provider.hosts())
     with pytest.raises(InvalidInput, match="outside"):
         run_deploy(outside, [], cloud["prefix"], quiet=True)
-    assert sorted(Deployment.open(cloud["prefix"], cloud["state"]).lab.hosts) == before
+    assert sorted(Deployment.open(cloud["prefix"], cloud["state"]).provider.hosts()) == before
     assert not (cloud["state"] / "deployments").joinpath("tref").exists()

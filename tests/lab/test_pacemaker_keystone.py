@@ -127,7 +127,7 @@ def test_token_issue_survives_vip_node_poweroff_and_fence_history_shows_it(cloud
     assert ok, out  # through the VIP, now on another node
     view = operator_for("hacluster").observe(ha)
     assert any(e["target"] == r.facts["victim"] for e in view.facts["fence_history"])
-    d.lab.host(r.facts["victim"]).power_on()
+    d.host(r.facts["victim"]).power_on()
     d.recover()
     assert all(u.state.value == "active" for s in d.status() for u in s.units)
 
@@ -135,7 +135,7 @@ def test_token_issue_survives_vip_node_poweroff_and_fence_history_shows_it(cloud
     k = ps.vip_poweroff_gap([u.host for u in lb.units], lb.vip.ip, client,
                             ps.keystone_token_probe(client, f"http://{lb.vip.ip}:5000/v3", pw, name="ka"))
     assert k.ok, k.problems
-    d.lab.host(k.facts["victim"]).power_on()
+    d.host(k.facts["victim"]).power_on()
     d.recover()
     print(f"token issue through the VIP, VIP-holder power-off (load {os.getloadavg()[0]:.1f}): "
           f"pacemaker gap {r.gap_ms:.0f} ms ({r.failed}/{r.ops} failed; VIP moved {r.facts['vip_moved_s']} s, "

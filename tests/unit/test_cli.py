@@ -16,7 +16,7 @@ def run(*args: str, state_dir) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args,needle,rc", [
     (("nosuch",), "No such command", 2),
     (("deploy",), "Missing argument", 2),
-    (("status", "--lab", "nolab"), "nothing is deployed on lab 'nolab'", 1),
+    (("status", "--lab", "nolab"), "nothing is deployed as 'nolab'", 1),
     (("status", "--lab", "nolab", "--format", "yaml"), "--format", 2),
     (("lab", "show", "nolab"), "no lab 'nolab'", 1),
     (("resolved", "galera/0", "--lab", "nolab"), "nothing is deployed", 1),

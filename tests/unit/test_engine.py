@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from stackha.engine.deploy import Deployment, host_suffix, parse_vip
+from stackha.engine.deploy import Deployment, parse_vip
+from stackha.hosts.labprovider import check_lab_fit, host_suffix, wanted_subnet
 from stackha.engine.state import FileSecrets, StateStore
 from stackha.errors import InvalidInput
 from stackha.model import load_bundle, load_bundle_text
@@ -51,16 +52,18 @@ def test_vips_propagate_from_balancer_to_provider_and_served_apps():
     vip = ipaddress.IPv4Interface("198.18.100.250/24")
     assert vips == {"haproxy": vip, "keepalived": vip, "galera": vip, "keystone": vip}
     assert "rabbitmq-server" not in vips  # brokers are given to clients as a list, not a VIP
-    assert d.wanted_subnet() == "198.18.100.0/24"
+    assert wanted_subnet(d.vips()) == "198.18.100.0/24"
 
 
 def test_vip_outside_lab_range_is_refused_with_its_path():
     text = EXAMPLE.read_text().replace("vip: 198.18.100.250", "vip: 203.0.113.250")
     d = Deployment.for_bundle("x", load_bundle_text(text), Path("/nonexistent"))
     with pytest.raises(InvalidInput, match=r"applications\.haproxy\.options\.vip"):
-        d.wanted_subnet()
+        wanted_subnet(d.vips())
+    with pytest.raises(InvalidInput, match=r"applications\.haproxy\.options\.vip"):
+        d.check()  # the lab provider's check, before anything exists
     with pytest.raises(InvalidInput, match="outside lab"):
-        d.check_lab_fit(ipaddress.IPv4Network("198.18.100.0/24").__class__("198.18.5.0/24"))
+        check_lab_fit("x", d.vips(), ipaddress.IPv4Network("198.18.5.0/24"))
 
 
 def test_parse_vip_rejects_garbage_naming_the_field():
