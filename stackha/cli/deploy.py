@@ -44,16 +44,38 @@ def load_and_check(bundle: Path, overlays: list[Path]):
     return b, report
 
 
-def run_deploy(bundle: Path, overlays: list[Path], lab: str, tuning: str = "stackha",
-               only: Optional[set[str]] = None, quiet: bool = False):
-    """Deploy ``bundle`` on lab ``lab`` with a progress display; returns the DeployReport."""
+def make_provider(lab: Optional[str], inventory: Optional[Path]):
+    """The machine provider a deploy asks for: the machines of ``inventory`` over SSH (the
+    deployment is named ``lab`` if given, else by the inventory), else the lab of prefix ``lab``.
+    Raises :class:`InvalidInput` when neither is given or the inventory is invalid."""
+    if inventory is not None:
+        from stackha.hosts.ssh import SshProvider
+
+        return SshProvider.from_file(inventory, _state(), name=lab)
+    if not lab:
+        raise InvalidInput("give --lab PREFIX (deploy on a lab) or --inventory FILE (deploy on machines over SSH)")
+    from stackha.hosts.labprovider import LabProvider
+
+    return LabProvider(lab, _state())
+
+
+def run_deploy(bundle: Path, overlays: list[Path], lab: Optional[str], tuning: str = "stackha",
+               only: Optional[set[str]] = None, quiet: bool = False, inventory: Optional[Path] = None):
+    """Deploy ``bundle`` on lab ``lab`` (or on the machines of ``inventory`` over SSH) with a
+    progress display; returns the DeployReport.  Every refusal (the bundle, the inventory, a
+    machine that does not answer) comes before anything is recorded or changed."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from stackha.engine.deploy import Deployment
-    from stackha.hosts.labprovider import LabProvider
 
-    provider = LabProvider(lab, _state())
     b, _ = load_and_check(bundle, overlays)
+    provider = make_provider(lab, inventory)
+    lab = provider.name
+    if Deployment.exists(lab, _state()):
+        recorded = (Deployment(lab, _state()).store.get("provider") or {"kind": "lab"}).get("kind")
+        if recorded != provider.kind:
+            raise InvalidInput(f"deployment {lab!r} is on {recorded} machines; deploy it with "
+                               f"{'--inventory FILE' if recorded == 'ssh' else '--lab ' + lab}, or destroy it first")
     d = Deployment.for_bundle(lab, b, _state(), provider)
     d.check()
     provider.require_privileges()
@@ -101,11 +123,20 @@ def run_deploy(bundle: Path, overlays: list[Path], lab: str, tuning: str = "stac
 def deploy(
     bundle: Path = typer.Argument(..., exists=False, help="The bundle YAML."),
     overlay: List[Path] = typer.Option([], "--overlay", help="Overlay bundle(s), applied in order."),
-    lab: str = typer.Option(..., "--lab", help="Lab prefix: created if missing, reused otherwise."),
+    lab: Optional[str] = typer.Option(None, "--lab", help="Lab prefix: created if missing, reused otherwise "
+                                      "(with --inventory: the deployment's name)."),
+    inventory: Optional[Path] = typer.Option(None, "--inventory", help="Deploy on real machines over SSH: the "
+                                             "inventory YAML (machines, SSH user and key, VIP interface, BMC)."),
     tuning: str = typer.Option("stackha", "--tuning", help="stackha (fast failover) or stock (package defaults)."),
 ) -> None:
-    """Deploy BUNDLE on a lab; exits 1 if a unit ended in error, 2 if the bundle was refused."""
-    report = run_deploy(bundle, list(overlay), lab, tuning)
+    """Deploy BUNDLE on a lab, or on the machines of an inventory over SSH; exits 1 if a unit
+    ended in error, 2 if the bundle or the inventory was refused (then nothing was changed).
+
+    The inventory (see stackha/hosts/inventory.py) maps each bundle machine to a host: name,
+    address, SSH user (non-root: sudo -n) and key, known_hosts (always checked), the VIP
+    interface, and the BMC (type redfish | ipmi, address, username, password_file (0600) or
+    password_env) used for power and fencing with fence_redfish / fence_ipmilan."""
+    report = run_deploy(bundle, list(overlay), lab, tuning, inventory=inventory)
     if report.failed:
         raise typer.Exit(1)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import ipaddress
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -18,6 +19,17 @@ from typing import Mapping, Sequence
 
 #: Where every provider keeps a daemon's combined stdout/stderr: ``<DAEMON_LOG_DIR>/<name>.log``.
 DAEMON_LOG_DIR = "/srv/stackha/log"
+#: Where every provider keeps its daemon records (pid, start time, argv): RAM, gone at power-off.
+DAEMON_RUN_DIR = "/run/stackha"
+#: What a daemon name may be (it names the daemon's files).
+DAEMON_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+#: The environment every provider runs commands with (plus the caller's ``env``).
+HOST_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "TERM": "dumb",
+}
 
 
 class HostError(Exception):
@@ -81,6 +93,18 @@ class Daemon:
 
 
 @dataclass(frozen=True)
+class FenceDevice:
+    """A STONITH device as a host provider describes it: the RHCS ``agent`` name (Pacemaker class
+    ``stonith:<agent>``, e.g. ``fence_redfish``), its instance ``params`` (may hold a BMC password:
+    render them only into 0600 files), and ``files`` to install on every cluster node
+    ``{path: (content, mode)}`` (an agent the packages do not ship)."""
+
+    agent: str
+    params: dict[str, str]
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ProcessInfo:
     """One process of a host as ``ps`` inside it shows it: PID (host view), command name, arguments."""
 
@@ -99,6 +123,8 @@ class Host(abc.ABC):
 
     name: str
     failure_domain: str
+    #: The network interface VIPs are configured on (keepalived, Pacemaker's IPaddr2).
+    vip_interface: str = "eth0"
 
     # ----------------------------------------------------------------- addresses
     @property
@@ -231,6 +257,18 @@ class Host(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.address}>"
+
+
+def parse_ps(stdout: str) -> list[ProcessInfo]:
+    """Processes from ``ps -eo pid=,comm=,args=`` output, without the ``ps`` that listed them."""
+    out = []
+    for line in stdout.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) > 2 and parts[2] == "ps -eo pid=,comm=,args=":
+            continue
+        if len(parts) >= 2:
+            out.append(ProcessInfo(int(parts[0]), parts[1], parts[2] if len(parts) > 2 else ""))
+    return out
 
 
 def to_argv(argv: Sequence[str] | str) -> list[str]:

@@ -48,6 +48,9 @@ from stackha.errors import InvalidInput, UserError
 from stackha.hosts.provider import default_state_dir
 from stackha.hosts.base import (
     DAEMON_LOG_DIR,
+    DAEMON_NAME_RE,
+    DAEMON_RUN_DIR,
+    HOST_ENV,
     CommandResult,
     CommandTimeout,
     CommandError,
@@ -58,6 +61,7 @@ from stackha.hosts.base import (
     ProcessInfo,
     describe,
     host_path,
+    parse_ps,
     to_argv,
 )
 
@@ -67,30 +71,23 @@ MAX_HOSTS = 189  # .11 … .199; .200 … .254 are for VIPs
 VIP_FIRST, VIP_LAST = 200, 254
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 HOST_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
-DAEMON_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 NETNS_PREFIX = "stackha-"
 LEASE_DIR = Path("/run/stackha/subnets")
 INIT_PYTHON = "/usr/bin/python3"
+BOOT_DIR = "/srv/stackha/boot"  # daemons started at every power-on (LabHost.enable_at_boot)
 INIT_SCRIPT = Path(__file__).with_name("labinit.py")
 BOOT_TIMEOUT_S = 10.0
-HOST_ENV = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-    "HOME": "/root",
-    "TERM": "dumb",
-}
 
 # Directories private to each host and persistent across power cycles (its disk).  "seed": copied
 # with ``cp -a`` from the root filesystem the first time (keeps hacluster:haclient ownership);
 # "empty": same owner and mode, no content.  Paths absent from the root filesystem are skipped.
 _OPENSTACK = ("keystone", "glance", "placement", "nova", "neutron", "swift", "masakari")
 SEEDED_DIRS = ("/etc/corosync", "/var/lib/corosync", "/var/lib/pacemaker", "/etc/haproxy",
-               "/etc/keepalived", "/var/lib/keystone", "/etc/masakarimonitors",
+               "/etc/keepalived", "/var/lib/keystone", "/etc/masakarimonitors", "/etc/sudoers.d",
                *(f"/etc/{s}" for s in _OPENSTACK))
 EMPTY_DIRS = ("/srv", "/var/tmp", "/var/lib/mysql", "/var/lib/rabbitmq", "/var/log/corosync",
               "/var/log/pacemaker", "/var/log/mysql", "/var/log/rabbitmq", "/var/cache/swift",
               *(f"/var/lib/{s}" for s in _OPENSTACK if s != "keystone"), *(f"/var/log/{s}" for s in _OPENSTACK))
-DAEMON_RUN_DIR = "/run/stackha"
 
 
 def cgroup2_root() -> Path:
@@ -439,7 +436,27 @@ class LabHost(Host):
             idx = self._eth0(ns)
             ns.addr("add", index=idx, address=str(self.address), prefixlen=self.lab.subnet.prefixlen)
             ns.link("set", index=idx, state="up")
+        self._start_boot_daemons()
         return time.monotonic() - t0
+
+    # ----------------------------------------------------------------- daemons started at boot
+    def _boot_dir(self) -> Path:
+        return self.disk / BOOT_DIR.lstrip("/")
+
+    def enable_at_boot(self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None) -> Daemon:
+        """Run daemon ``name`` (``argv``, as root) now and after every power-on, as a machine runs
+        the services enabled at boot (sshd, a BMC).  Recorded on the host's disk
+        (``/srv/stackha/boot/<name>.json``).  Returns the running daemon."""
+        self._daemon_files(name)
+        self._boot_dir().mkdir(parents=True, exist_ok=True)
+        (self._boot_dir() / f"{name}.json").write_text(json.dumps({"argv": list(map(str, argv)), "env": env or {}}))
+        return self.spawn(name, argv, env=env)
+
+    def _start_boot_daemons(self) -> None:
+        d = self._boot_dir()
+        for path in sorted(d.glob("*.json")) if d.is_dir() else []:
+            spec = json.loads(path.read_text())
+            self.spawn(path.stem, spec["argv"], env=spec.get("env") or None)
 
     def machine(self) -> "LabHost":
         """The machine this host runs on: its parent for a container host, else itself."""
@@ -642,15 +659,7 @@ class LabHost(Host):
     def processes(self) -> list[ProcessInfo]:
         if not self.is_on():
             return []
-        res = self.run(["ps", "-eo", "pid=,comm=,args="], check=True)
-        out = []
-        for line in res.stdout.splitlines():
-            parts = line.split(None, 2)
-            if len(parts) > 2 and parts[2] == "ps -eo pid=,comm=,args=":
-                continue  # the ps that produced this list
-            if len(parts) >= 2:
-                out.append(ProcessInfo(int(parts[0]), parts[1], parts[2] if len(parts) > 2 else ""))
-        return out
+        return parse_ps(self.run(["ps", "-eo", "pid=,comm=,args="], check=True).stdout)
 
 
 def passthrough_paths() -> list[str]:

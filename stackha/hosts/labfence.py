@@ -39,8 +39,9 @@ import struct
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from stackha.hosts.base import FenceDevice
 
 HOST_FENCE_DIR = "/srv/stackha/fence"
 SOCKET_NAME = "fence.sock"
@@ -52,17 +53,6 @@ CGROUP_NAME = "fence-gw"
 REQUEST_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 10.0
 ACTIONS = ("ping", "list", "status", "off", "on", "reboot")
-
-
-@dataclass(frozen=True)
-class FenceDevice:
-    """A STONITH device as a host provider describes it: the RHCS ``agent`` name (Pacemaker class
-    ``stonith:<agent>``), its instance ``params`` (``plug`` = the host it fences, ``socket``), and
-    ``files`` to install on every cluster node ``{path: (content, mode)}`` (the agent itself)."""
-
-    agent: str
-    params: dict[str, str]
-    files: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 def device_for(host_name: str) -> FenceDevice:

@@ -4,7 +4,8 @@ An ``haproxy`` application has ≥ 2 units (the load-balancer hosts); the ``keep
 on the same hosts moves the VIP between them (:mod:`stackha.services.keepalived`).  Every unit runs
 the same configuration: each :class:`~stackha.services.base.Frontend` of ``app.frontends`` becomes
 one ``listen`` section bound to ``<VIP>:<port>`` — the backup unit can bind the VIP before it holds
-it because lab hosts set ``net.ipv4.ip_nonlocal_bind=1`` (LAB-NOTES "HAProxy") — so a VIP move
+it because ``net.ipv4.ip_nonlocal_bind=1`` (LAB-NOTES "HAProxy"; lab hosts set it at boot, apply
+sets it on any host) — so a VIP move
 needs no HAProxy action at all.
 
 Files and processes on each unit's host:
@@ -306,7 +307,10 @@ class HAProxyOperator(BaseOperator):
     def _apply_unit(self, unit: Unit, files: dict[str, RenderedFile]) -> list[str]:
         host = unit.host
         changed = install_files(host, files)
-        host.run(["mkdir", "-p", "-m", "0700", RUN_DIR], check=True)
+        # The backup binds the VIP before it holds it (the lab sets this at boot; a real machine
+        # may not): idempotent, one command.
+        host.run(["sh", "-c", "mkdir -p -m 0700 \"$0\" && sysctl -qw net.ipv4.ip_nonlocal_bind=1", RUN_DIR],
+                 check=True)
         running = host.daemon(DAEMON)
         if changed or running is None:
             res = host.run([HAPROXY_BIN, "-c", "-q", "-f", CONFIG_PATH], timeout=30)

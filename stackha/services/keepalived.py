@@ -69,7 +69,6 @@ CHECK_SCRIPT = f"{CONFIG_DIR}/check_haproxy.sh"
 NOTIFY_SCRIPT = f"{CONFIG_DIR}/notify.sh"
 RUN_DIR = "/run/keepalived-stackha"
 DAEMON = "keepalived"
-DEFAULT_INTERFACE = "eth0"
 TOP_PRIORITY = 150
 PRIORITY_STEP = 10
 VRID_MIN, VRID_MAX = 1, 255
@@ -193,7 +192,8 @@ class KeepalivedOperator(BaseOperator):
     """Operator of kind ``keepalived`` (see the module docstring: files, preemption, timers).
 
     Options: ``router_id`` (1–255, default :func:`allocate_router_id` of the VIP), ``interface``
-    (default ``eth0``, the lab hosts' interface), ``health_url`` (default: the related haproxy
+    (default: each host's VIP interface — ``eth0`` in the lab, the inventory's ``interface`` over
+    SSH), ``health_url`` (default: the related haproxy
     application's :func:`~stackha.services.haproxy.health_url`).  Needs ``app.vip`` and ≥ 2 units.
     """
 
@@ -213,7 +213,6 @@ class KeepalivedOperator(BaseOperator):
         t = timers(app.tuning)
         vrid = router_id(app)
         name = instance_name(app)
-        iface = str(app.options.get("interface", DEFAULT_INTERFACE))
         url = _health_url(app)
         check = render_template("keepalived/check_haproxy.sh.j2", url=shlex.quote(url), t=t,
                                 max_time=f"{t.curl_max_time_s:g}")
@@ -228,7 +227,7 @@ class KeepalivedOperator(BaseOperator):
                 t=t,
                 lvs_id=unit.slug,
                 instance=name,
-                interface=iface,
+                interface=str(app.options.get("interface") or unit.host.vip_interface),
                 vrid=vrid,
                 priority=priority(app, unit),
                 src=str(unit.address),

@@ -39,7 +39,8 @@ the machine), which asks the lab's fence gateway to power the host off exactly a
 
 **Resources**:
 
-- the VIP: ``ocf:heartbeat:IPaddr2`` (id ``vip``) on ``interface`` (default eth0), stickiness 100 (it
+- the VIP: ``ocf:heartbeat:IPaddr2`` (id ``vip``) on ``interface`` (default: the hosts' VIP
+  interface — eth0 in the lab, the inventory's ``interface`` over SSH), stickiness 100 (it
   stays where it landed: each move is a gap);
 - daemons (:class:`DaemonResource`): any command run by Pacemaker through ``ocf:heartbeat:anything``
   with a rendered launcher (``/srv/pacemaker/bin/<id>``: mkdir, env, ``exec`` as the user — the
@@ -135,7 +136,6 @@ COROSYNC_DAEMON = "corosync"
 PACEMAKER_DAEMON = "pacemakerd"
 VIP_ID = "vip"
 PROXY_ID = "haproxy"
-DEFAULT_INTERFACE = "eth0"
 PROPERTY_SET = "cib-bootstrap-options"
 PACEMAKER_ENV = {"PCMK_logfile": PACEMAKER_LOG, "PCMK_logfacility": "none", "PCMK_debug": "no"}
 FENCE_AGENTS = ("lab", "ipmilan", "redfish")
@@ -759,8 +759,13 @@ class HAClusterOperator(BaseOperator):
         cols, orders = constraints(app, daemons)
         vip = None
         if app.vip is not None:
-            vip = {"id": VIP_ID, "ip": str(app.vip.ip), "prefixlen": app.vip.network.prefixlen,
-                   "nic": str(app.options.get("interface", DEFAULT_INTERFACE))}
+            nics = {u.host.vip_interface for u in app.units}
+            nic = app.options.get("interface") or (nics.pop() if len(nics) == 1 else None)
+            if nic is None:
+                raise InvalidInput(f"applications.{app.name}.options.interface: the nodes' VIP interfaces differ "
+                                   f"({', '.join(sorted({u.host.vip_interface for u in app.units}))}); "
+                                   f"set interface, or give every node the same one in the inventory")
+            vip = {"id": VIP_ID, "ip": str(app.vip.ip), "prefixlen": app.vip.network.prefixlen, "nic": str(nic)}
         dview = []
         for d in daemons:
             dview.append({

@@ -24,6 +24,7 @@ class NoIOHost:
     def __init__(self, name: str, address: str):
         self.name = name
         self.address = ipaddress.IPv4Address(address)
+        self.vip_interface = "eth0"
 
     def __getattr__(self, attr):
         raise AssertionError(f"render touched host.{attr}")

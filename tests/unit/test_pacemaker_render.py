@@ -32,6 +32,7 @@ class FakeHost:
     def __init__(self, name: str, address: str, fence: bool = True):
         self.name = name
         self.address = ipaddress.IPv4Address(address)
+        self.vip_interface = "eth0"
         self._fence = fence
 
     def __getattr__(self, attr):
