@@ -28,6 +28,7 @@ import pwd
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -153,3 +154,34 @@ def make_machines(lab: Lab, machines: dict[str, LabHost], client: LabHost, *, na
 def client_path(ws: Workstation, path: str) -> Path:
     """``path`` inside the workstation (client host) as seen from the root namespace."""
     return ws.host.disk / path.lstrip("/") if path.startswith("/srv/") else Path(path)
+
+
+#: The state directory stackha uses on the workstation (the client host's own disk).
+WORKSTATION_STATE = "/srv/stackha/state"
+
+
+def build(prefix: str, machine_keys: Sequence[str], *, state_dir: Path, subnet: str | None = None,
+          bmc: bool = True) -> tuple[Lab, Workstation]:
+    """A lab ``prefix`` whose hosts ``<prefix>-m<key>`` (one per bundle machine key) and
+    ``<prefix>-client`` are machines for the SSH provider (:func:`make_machines`); the inventory
+    names deployment ``prefix``.  Torn down again if anything fails."""
+    from stackha.hosts.lab import teardown
+
+    lab = Lab.create(prefix, 0, state_dir=state_dir, subnet=subnet)
+    try:
+        hosts = {k: lab.add_host(f"m{k}") for k in machine_keys}
+        client = lab.add_host("client")
+        return lab, make_machines(lab, hosts, client, name=prefix, bmc=bmc)
+    except BaseException:
+        teardown(prefix, state_dir)
+        raise
+
+
+def run_stackha(ws: Workstation, *args: str, timeout: float = 900.0):
+    """Run this checkout's ``stackha`` CLI on the workstation with its state directory
+    (:data:`WORKSTATION_STATE`); returns the :class:`~stackha.hosts.base.CommandResult`."""
+    import sys
+
+    repo = str(Path(__file__).resolve().parents[2])
+    cli = str(Path(sys.executable).with_name("stackha"))
+    return ws.host.run(["env", f"PYTHONPATH={repo}", cli, "--state-dir", WORKSTATION_STATE, *args], timeout=timeout)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
 import time
 from pathlib import Path
 
@@ -23,20 +22,20 @@ import yaml
 from stackha.engine.clouds import openstack_argv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab-control-plane.yaml"
-STACKHA = str(Path(sys.executable).with_name("stackha"))
 STATE = "/srv/stackha/state"
-REPO = str(Path(__file__).resolve().parents[2])
 
 
 def stackha(ws, *args: str, timeout: float = 900):
     """The stackha CLI on the workstation (the lab's client host)."""
-    return ws.host.run(["env", f"PYTHONPATH={REPO}", STACKHA, "--state-dir", STATE, *args], timeout=timeout)
+    from stackha.hosts.labssh import run_stackha
+
+    return run_stackha(ws, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def machines(tmp_path_factory):
     from stackha.hosts import labssh
-    from stackha.hosts.lab import LEASE_DIR, Lab, teardown
+    from stackha.hosts.lab import LEASE_DIR, teardown
 
     if os.geteuid() != 0:
         pytest.fail("lab tests need root")
@@ -46,14 +45,12 @@ def machines(tmp_path_factory):
     if third is None:
         pytest.fail("no free /24 for a test lab")
     prefix = "r" + secrets.token_hex(3)
-    lab = Lab.create(prefix, 0, state_dir=state, subnet=f"198.18.{third}.0/24")
+    lab, ws = labssh.build(prefix, [str(i) for i in range(5)], state_dir=state, subnet=f"198.18.{third}.0/24")
     try:
-        hosts = {str(i): lab.add_host(f"m{i}") for i in range(5)}
-        client = lab.add_host("client")
-        ws = labssh.make_machines(lab, hosts, client, name=prefix)
         overlay = "/srv/stackha/ssh/vip.yaml"
-        client.write_file(overlay, yaml.safe_dump({"applications": {"haproxy": {"options": {
+        ws.host.write_file(overlay, yaml.safe_dump({"applications": {"haproxy": {"options": {
             "vip": f"198.18.{third}.250"}}}}))
+        hosts = {str(i): lab.host(f"m{i}") for i in range(5)}
         yield {"lab": lab, "ws": ws, "name": prefix, "overlay": overlay, "hosts": hosts, "third": third}
     finally:
         teardown(prefix, state)
