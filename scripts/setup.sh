@@ -10,8 +10,12 @@ cd "$(dirname "$0")/.."
 PKGS=(haproxy keepalived mariadb-server mariadb-client galera-4 rsync rabbitmq-server
       pacemaker corosync crmsh resource-agents fence-agents socat iproute2 iputils-arping
       iputils-ping procps psmisc util-linux curl python3-venv)
-# OpenStack services (Zed in Debian 12) and the real client, used from issue 5 on.
-OS_PKGS=(keystone python3-openstackclient uwsgi uwsgi-plugin-python3)
+# OpenStack services (Zed in Debian 12) and the real clients (LAB-NOTES "OpenStack services",
+# "Swift", "Masakari", "Tempest").  nova-compute itself drags libvirt and qemu: compute hosts run
+# python3-nova's nova-compute with the fake driver instead.
+OS_PKGS=(keystone python3-openstackclient uwsgi uwsgi-plugin-python3
+         swift swift-proxy swift-account swift-container swift-object python3-swiftclient
+         python3-keystonemiddleware)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: must run as root (the lab creates namespaces and cgroups); try: sudo $0" >&2

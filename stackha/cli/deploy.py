@@ -142,13 +142,14 @@ KEY_FACTS = {
     "rabbitmq": ("running_nodes", "partitions", "alarms"),
     "haproxy": ("holds_vip", "backends", "writers"),
     "keepalived": ("vrrp_state", "holds_vip"),
-    "keystone": ("http", "latency_ms"),
 }
 APP_FACTS = {
     "galera": ("wsrep_cluster_size", "synced_units"),
     "rabbitmq": ("running_nodes", "partitions", "alarms"),
     "haproxy": ("vip_holder",),
     "keepalived": ("vip_holder", "duplicate_vip", "problems"),
+    "swift-proxy": ("rings_agree", "replicas", "zones"),
+    "swift-storage": ("rings_agree",),
 }
 
 
@@ -162,6 +163,11 @@ def _fact_text(key: str, value) -> str:
         return "; ".join(parts)
     if key == "running_nodes" and isinstance(value, list):
         return f"{len(value)} running"
+    if key == "daemons" and isinstance(value, dict):
+        down = [n for n, up in value.items() if not up]
+        return f"{len(value) - len(down)}/{len(value)} daemons" + (f" (down: {', '.join(down)})" if down else "")
+    if isinstance(value, dict) and set(value) == {"http", "latency_ms"}:
+        return f"{key} {value['http']} {value['latency_ms']:g} ms"
     return f"{key}={_fmt(value)}"
 
 

@@ -289,7 +289,7 @@ class Deployment:
             if ctx.kind in LB_KINDS:
                 for other in ctx.related.values():
                     op = operator_for(other.kind)
-                    if op is not None and hasattr(op, "frontends"):
+                    if op is not None:
                         for fe in op.frontends(other):
                             if other.options.get("balance"):
                                 fe = type(fe)(**{**fe.__dict__, "balance": other.options["balance"]})
@@ -434,7 +434,7 @@ class Deployment:
                 return None
             progress(name, "recovering")
             try:
-                result = list(op.recover(ctx) if hasattr(op, "recover") else op.apply(ctx))
+                result = list(op.recover(ctx))
             except Exception as exc:
                 result = [f"recover failed: {type(exc).__name__}: {exc}"]
             self.observe_app(ctx, op)

@@ -66,6 +66,7 @@ MAX_HOSTS = 189  # .11 … .199; .200 … .254 are for VIPs
 VIP_FIRST, VIP_LAST = 200, 254
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
 HOST_SUFFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+DAEMON_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 NETNS_PREFIX = "stackha-"
 LEASE_DIR = Path("/run/stackha/subnets")
 INIT_PYTHON = "/usr/bin/python3"
@@ -81,10 +82,13 @@ HOST_ENV = {
 # Directories private to each host and persistent across power cycles (its disk).  "seed": copied
 # with ``cp -a`` from the root filesystem the first time (keeps hacluster:haclient ownership);
 # "empty": same owner and mode, no content.  Paths absent from the root filesystem are skipped.
+_OPENSTACK = ("keystone", "glance", "placement", "nova", "neutron", "swift", "masakari")
 SEEDED_DIRS = ("/etc/corosync", "/var/lib/corosync", "/var/lib/pacemaker", "/etc/haproxy",
-               "/etc/keepalived", "/etc/keystone", "/var/lib/keystone")
+               "/etc/keepalived", "/var/lib/keystone", "/etc/masakarimonitors",
+               *(f"/etc/{s}" for s in _OPENSTACK))
 EMPTY_DIRS = ("/srv", "/var/tmp", "/var/lib/mysql", "/var/lib/rabbitmq", "/var/log/corosync",
-              "/var/log/pacemaker", "/var/log/mysql", "/var/log/rabbitmq", "/var/log/keystone")
+              "/var/log/pacemaker", "/var/log/mysql", "/var/log/rabbitmq", "/var/cache/swift",
+              *(f"/var/lib/{s}" for s in _OPENSTACK if s != "keystone"), *(f"/var/log/{s}" for s in _OPENSTACK))
 DAEMON_RUN_DIR = "/run/stackha"
 
 
@@ -537,8 +541,8 @@ class LabHost(Host):
 
     # ----------------------------------------------------------------- daemons
     def _daemon_files(self, name: str) -> tuple[str, str, str]:
-        if not HOST_SUFFIX_RE.match(name.replace("-", "").replace("_", "")):
-            raise ValueError(f"daemon name {name!r}: use letters, digits, '-' and '_'")
+        if not DAEMON_NAME_RE.match(name):
+            raise ValueError(f"daemon name {name!r}: a lower-case letter, then letters, digits, '-' and '_' (≤ 64)")
         return (f"{DAEMON_RUN_DIR}/{name}.pid", f"{DAEMON_RUN_DIR}/{name}.json", f"{DAEMON_LOG_DIR}/{name}.log")
 
     def _proc_start(self, pid: int) -> str | None:

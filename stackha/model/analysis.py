@@ -39,6 +39,10 @@ code                      severity meaning
 ``ignored-options``       info     charm options stackha keeps but does not read
 ``cross-model``           info     a relation to a ``saas:`` offer (another model): not analysed
 ``unused-machine``        info     a machine no unit is placed on
+``swift-zones``           warning  fewer Swift zones than replicas: one zone's loss takes several
+                                   copies of some objects (seed 003: one replica per zone)
+``swift-devices``         error    fewer Swift storage units than replicas: the ring cannot place
+                                   every replica on its own device
 ========================= ======== =================================================================
 
 Failure domains: the machine (a unit in ``lxd:1`` fails with machine 1) and, when the bundle
@@ -156,6 +160,7 @@ def analyze(bundle: Bundle, *, unit_availability: float | None = None) -> Analys
     _vips(bundle, add)
     _conflicts(bundle, add)
     _relations(bundle, add)
+    _swift(bundle, add)
     findings.sort(key=lambda f: _SEVERITY_ORDER[f.severity])
     return AnalysisReport(findings=findings, classification=_classify(bundle),
                           availability=estimate(bundle, unit_availability))
@@ -450,6 +455,43 @@ def _relations(bundle: Bundle, add: Add) -> None:
                         f"to {name}: its endpoint will not match the others (seed 004: masakari "
                         "answered 503 until this relation was added)",
                         fix=f"add the relation: - [{vaults[0]}:certificates, {name}:certificates]"))
+
+
+def _swift(bundle: Bundle, add: Add) -> None:
+    """Swift's failure domains: each of a proxy's ``replicas`` should live in its own zone.
+
+    Zones of the storage units related to the proxy: with ``zone-assignment: manual`` (the
+    charm's default) each unit's zone (its application's ``zone`` option or its machine's zone);
+    with ``auto`` the proxy deals units round-robin into ``replicas`` zones."""
+    units = bundle.all_units()
+    for name, app in bundle.applications.items():
+        if app.kind != "swift-proxy":
+            continue
+        try:
+            replicas = int(app.options.get("replicas", 3))
+        except (TypeError, ValueError):
+            continue
+        stores = sorted(o for o in bundle.related(name) if bundle.applications[o].kind == "swift-storage")
+        devs = [u for s in stores for u in units[s]]
+        if not devs:
+            continue
+        path = f"applications.{name}.options.replicas"
+        if len(devs) < replicas:
+            add(Finding(severity="error", code="swift-devices", path=path,
+                        message=f"{name} keeps {replicas} replicas but has {len(devs)} storage unit(s): "
+                        "the ring cannot give every replica a device of its own",
+                        fix=f"add swift-storage units (≥ {replicas}) or lower replicas"))
+            continue
+        if str(app.options.get("zone-assignment", "manual")) == "auto":
+            zones = min(replicas, len(devs))
+        else:
+            zones = len({u.zone or "1" for u in devs})
+        if zones < replicas:
+            add(Finding(severity="warning", code="swift-zones", path=path,
+                        message=f"{name}: {replicas} replicas in {zones} zone(s): losing one zone loses "
+                        f"{replicas - zones + 1} copies of some objects",
+                        fix=f"spread the storage units over {replicas} zones (swift-storage `zone` "
+                        "options, one application per zone) or use zone-assignment: auto"))
 
 
 def _classify(bundle: Bundle) -> dict[str, Classification]:

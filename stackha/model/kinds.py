@@ -58,7 +58,6 @@ class KindInfo:
         stateful: keeps state that must be replicated ("stateful" in the OpenStack HA guide).
         mode: "active/active" or "active/passive" per the OpenStack HA guide ("-" for subordinates).
         model: how the kind's availability is computed from its units.
-        deployable: stackha can deploy this kind now.
         depends_on: kinds this kind calls while serving a user request ("db" stands for galera
             or mysql-router); used to derive the cloud's request path.
         expects: relations an operator would expect, as (label, kinds): the application should
@@ -69,6 +68,13 @@ class KindInfo:
             relation, which a bundle does not mark, so stackha knows it per kind.
         not_principal_kinds: for a subordinate, related kinds it does *not* run beside (a
             mysql-router relates to the database but runs beside its client).
+        tier: deployment order (DESIGN.md: network → database and queue → load balancer and VIP
+            → identity → other API services → compute → instance HA); lower deploys first.
+        operator: ``"module:Class"`` of the operator that deploys the kind (None: analysed only).
+        provides: relation capabilities its operator offers related applications
+            (``database``, ``messaging``, ``vip``, ``identity``: :data:`stackha.services.base.
+            CAPABILITIES`).
+        probes: the ``stackha verify`` probes that measure the kind from a client.
     """
 
     name: str
@@ -76,13 +82,21 @@ class KindInfo:
     stateful: bool = False
     mode: str = "active/active"
     model: Model = Model.ANY
-    deployable: bool = False
     depends_on: tuple[str, ...] = ()
     expects: tuple[tuple[str, tuple[str, ...]], ...] = ()
     api: bool = False
     notes: str = ""
     principal_kinds: tuple[str, ...] = ()
     not_principal_kinds: tuple[str, ...] = ()
+    tier: int = 6
+    operator: str | None = None
+    provides: tuple[str, ...] = ()
+    probes: tuple[str, ...] = ()
+
+    @property
+    def deployable(self) -> bool:
+        """stackha can deploy this kind now (it has an operator)."""
+        return self.operator is not None
 
 
 _DB = ("galera", "mysql-router")
@@ -100,69 +114,84 @@ def _k(name: str, **kw: object) -> KindInfo:
 KINDS: dict[str, KindInfo] = {
     k.name: k
     for k in [
-        _k("galera", stateful=True, model=Model.QUORUM, deployable=True,
+        _k("galera", stateful=True, model=Model.QUORUM, tier=1, provides=("database",), probes=("mysql",),
+           operator="stackha.services.galera:GaleraOperator",
            notes="multi-master; stackha writes through one node at a time (haproxy backup servers)"),
-        _k("rabbitmq", stateful=True, model=Model.QUORUM, deployable=True,
+        _k("rabbitmq", stateful=True, model=Model.QUORUM, tier=1, provides=("messaging",), probes=("amqp",),
+           operator="stackha.services.rabbitmq:RabbitMQOperator",
            notes="clustered brokers with replicated (quorum/mirrored) queues, pause_minority"),
-        _k("haproxy", model=Model.ANY, deployable=True, depends_on=("*backends",),
+        _k("haproxy", model=Model.ANY, tier=3, depends_on=("*backends",),
+           operator="stackha.services.haproxy:HAProxyOperator",
            expects=(("a backend", ("*",)),),
            notes="stateless; active/passive when a VIP fronts it"),
-        _k("keepalived", subordinate=True, stateful=False, mode="active/passive",
-           model=Model.NONE, deployable=True, expects=(("a principal holding the VIP", ("*",)),),
+        _k("keepalived", subordinate=True, stateful=False, mode="active/passive", tier=4, provides=("vip",),
+           model=Model.NONE, operator="stackha.services.keepalived:KeepalivedOperator",
+           expects=(("a principal holding the VIP", ("*",)),),
            notes="VRRP: one MASTER holds the VIP"),
-        _k("hacluster", subordinate=True, stateful=True, mode="active/passive",
-           model=Model.NONE, deployable=True, expects=(("a principal", ("*",)),),
+        _k("hacluster", subordinate=True, stateful=True, mode="active/passive", tier=4, provides=("vip",),
+           model=Model.NONE, operator="stackha.services.pacemaker:HAClusterOperator",
+           expects=(("a principal", ("*",)),),
            notes="Corosync membership and quorum, Pacemaker moves the VIP"),
-        _k("keystone", model=Model.ANY, deployable=True, api=True, depends_on=("db",),
+        _k("keystone", model=Model.ANY, api=True, depends_on=("db",), tier=5, provides=("identity",),
+           probes=("keystone",), operator="stackha.services.openstack.keystone:KeystoneOperator",
            expects=(("a database (shared-db)", _DB),)),
         _k("glance", api=True, depends_on=("db", "keystone", "swift-proxy", "ceph-mon"),
+           operator="stackha.services.openstack.glance:GlanceOperator",
            expects=(("a database (shared-db)", _DB), ("identity-service", _IDENTITY))),
         _k("placement", api=True, depends_on=("db", "keystone"),
+           operator="stackha.services.openstack.placement:PlacementOperator",
            expects=(("a database (shared-db)", _DB), ("identity-service", _IDENTITY))),
         _k("nova-cloud-controller", api=True, depends_on=("db", "keystone", "rabbitmq"),
+           operator="stackha.services.openstack.nova:NovaControllerOperator",
            expects=(("a database (shared-db)", _DB), ("amqp", _AMQP),
                     ("identity-service", _IDENTITY))),
-        _k("nova-compute", stateful=True, model=Model.ANY,
+        _k("nova-compute", stateful=True, model=Model.ANY, tier=8,
+           operator="stackha.services.openstack.nova:NovaComputeOperator",
            expects=(("amqp", _AMQP), ("cloud-compute", ("nova-cloud-controller",))),
            notes="instances are not made HA by redundancy: see masakari"),
         _k("neutron-api", api=True, depends_on=("db", "keystone", "rabbitmq"),
+           operator="stackha.services.openstack.neutron:NeutronOperator",
            expects=(("a database (shared-db)", _DB), ("amqp", _AMQP),
                     ("identity-service", _IDENTITY))),
-        _k("neutron-gateway", stateful=True, mode="active/passive", model=Model.SINGLE_ACTIVE,
+        _k("neutron-gateway", stateful=True, mode="active/passive", model=Model.SINGLE_ACTIVE, tier=8,
            expects=(("amqp", _AMQP),),
            notes="legacy L3 agent: a router lives on one gateway until rescheduled"),
-        _k("neutron-openvswitch", subordinate=True, stateful=True, mode="-", model=Model.NONE,
+        _k("neutron-openvswitch", subordinate=True, stateful=True, mode="-", model=Model.NONE, tier=8,
            principal_kinds=("nova-compute", "neutron-gateway")),
-        _k("openstack-dashboard", api=True, depends_on=("keystone",),
+        _k("openstack-dashboard", api=True, depends_on=("keystone",), tier=7,
            expects=(("identity-service", _IDENTITY),)),
         _k("cinder", api=True, depends_on=("db", "keystone", "rabbitmq", "ceph-mon"),
            expects=(("a database (shared-db)", _DB), ("amqp", _AMQP),
                     ("identity-service", _IDENTITY))),
         _k("cinder-ceph", subordinate=True, mode="-", model=Model.NONE,
            expects=(("ceph", ("ceph-mon",)),), principal_kinds=("cinder",)),
-        _k("swift-proxy", api=True, depends_on=("keystone", "swift-storage"),
+        _k("swift-proxy", api=True, depends_on=("keystone", "swift-storage"), probes=("swift",),
+           operator="stackha.services.openstack.swift:SwiftProxyOperator",
            expects=(("swift-storage", ("swift-storage",)), ("identity-service", _IDENTITY))),
-        _k("swift-storage", stateful=True, model=Model.REPLICATED),
-        _k("ceph-mon", stateful=True, model=Model.QUORUM,
+        _k("swift-storage", stateful=True, model=Model.REPLICATED, tier=2,
+           operator="stackha.services.openstack.swift:SwiftStorageOperator",
+           notes="account, container and object servers; each object has `replicas` copies in distinct zones"),
+        _k("ceph-mon", stateful=True, model=Model.QUORUM, tier=1,
            notes="Paxos monitors: a majority must be up"),
-        _k("ceph-osd", stateful=True, model=Model.REPLICATED,
+        _k("ceph-osd", stateful=True, model=Model.REPLICATED, tier=2,
            expects=(("ceph monitors", ("ceph-mon",)),)),
-        _k("masakari", api=True, depends_on=("db", "keystone", "rabbitmq"),
+        _k("masakari", api=True, depends_on=("db", "keystone", "rabbitmq"), tier=9,
            expects=(("a database (shared-db)", _DB), ("amqp", _AMQP),
                     ("identity-service", _IDENTITY))),
-        _k("masakari-monitors", subordinate=True, mode="-", model=Model.NONE,
+        _k("masakari-monitors", subordinate=True, mode="-", model=Model.NONE, tier=9,
            expects=(("identity-credentials", _IDENTITY),), principal_kinds=("nova-compute",)),
-        _k("pacemaker-remote", subordinate=True, mode="-", model=Model.NONE,
+        _k("pacemaker-remote", subordinate=True, mode="-", model=Model.NONE, tier=4,
            expects=(("pacemaker-remote", ("hacluster",)),)),
-        _k("ntp", subordinate=True, mode="-", model=Model.NONE),
-        _k("vault", stateful=True, mode="active/passive", model=Model.SINGLE_ACTIVE,
+        _k("ntp", subordinate=True, mode="-", model=Model.NONE, tier=0),
+        _k("vault", stateful=True, mode="active/passive", model=Model.SINGLE_ACTIVE, tier=1,
            notes="one active node, standbys forward"),
-        _k("mysql-router", subordinate=True, mode="-", model=Model.NONE, depends_on=("galera",),
+        _k("mysql-router", subordinate=True, mode="-", model=Model.NONE, depends_on=("galera",), tier=1,
            expects=(("db-router", ("galera",)),), not_principal_kinds=("galera",)),
     ]
 }
 
-#: Kinds stackha can deploy now; every other kind is analysed but reported as not deployable.
+#: Kinds stackha can deploy now (those with an operator); every other kind is analysed but
+#: reported as not deployable.
 DEPLOYABLE_KINDS: frozenset[str] = frozenset(k for k, v in KINDS.items() if v.deployable)
 
 #: Charm names (the name part of the URL) → kind.  Sources: the OpenStack charms (charmhub),

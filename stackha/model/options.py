@@ -74,6 +74,14 @@ READ_OPTIONS: dict[str, tuple[str, ...]] = {
     "keepalived": ("router_id", "virtual_ip"),
     "hacluster": ("corosync_mcastaddr", "corosync_transport", "cluster_count", "resources", "proxy",
                   "fence_agent", "fence_bmc", "stonith_action", "interface"),
+    "keystone": ("processes", "token-expiration", "fernet-max-active-keys"),
+    "swift-proxy": ("replicas", "zone-assignment", "partition-power", "min-hours", "workers"),
+    "swift-storage": ("weight", "workers", "replicator-interval", "auditor-interval", "updater-interval"),
+    "glance": ("workers",),
+    "placement": ("processes",),
+    "nova-cloud-controller": ("processes", "workers"),
+    "neutron-api": ("workers", "flat-network-providers"),
+    "nova-compute": ("compute-driver",),
 }
 
 BALANCE = ("roundrobin", "leastconn", "source", "uri")

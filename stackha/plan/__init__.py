@@ -15,23 +15,16 @@ import networkx as nx
 
 from stackha.errors import InvalidInput
 
-TIERS: dict[str, int] = {
-    "ntp": 0,
-    "galera": 1, "rabbitmq": 1, "mysql-router": 1, "vault": 1, "ceph-mon": 1,
-    "ceph-osd": 2, "swift-storage": 2,
-    "haproxy": 3, "keepalived": 4, "hacluster": 4, "pacemaker-remote": 4,
-    "keystone": 5,
-    "glance": 6, "placement": 6, "nova-cloud-controller": 6, "neutron-api": 6, "cinder": 6,
-    "cinder-ceph": 6, "swift-proxy": 6, "openstack-dashboard": 7,
-    "neutron-gateway": 8, "nova-compute": 8, "neutron-openvswitch": 8,
-    "masakari": 9, "masakari-monitors": 9,
-}
 DEFAULT_TIER = 6
 
 
 def tier(kind: str | None) -> int:
-    """The tier of a service kind (lower deploys first); unknown kinds sit with the API services."""
-    return TIERS.get(kind or "", DEFAULT_TIER)
+    """The tier of a service kind (``KindInfo.tier``: lower deploys first); unknown kinds sit with
+    the API services."""
+    from stackha.model.kinds import KINDS
+
+    info = KINDS.get(kind or "")
+    return info.tier if info is not None else DEFAULT_TIER
 
 
 @dataclass

@@ -1,35 +1,26 @@
 """Service operators, one per component kind (see :mod:`stackha.services.base`).
 
-:func:`operator_for` maps a stackha kind (from :mod:`stackha.model.kinds`) to its operator.
+:func:`operator_for` maps a stackha kind to its operator through the one registry,
+:data:`stackha.model.kinds.KINDS` (``KindInfo.operator``).
 """
 
 from __future__ import annotations
 
 import importlib
 
-OPERATORS: dict[str, str] = {
-    "galera": "stackha.services.galera:GaleraOperator",
-    "rabbitmq": "stackha.services.rabbitmq:RabbitMQOperator",
-    "haproxy": "stackha.services.haproxy:HAProxyOperator",
-    "keepalived": "stackha.services.keepalived:KeepalivedOperator",
-    "keystone": "stackha.services.keystone:KeystoneOperator",
-    "hacluster": "stackha.services.pacemaker:HAClusterOperator",
-}
+from stackha.services.base import Operator
 
-_cache: dict[str, object] = {}
+_cache: dict[str, Operator] = {}
 
 
-def operator_for(kind: str | None):
+def operator_for(kind: str | None) -> Operator | None:
     """The operator instance for ``kind``, or None if stackha cannot deploy that kind yet."""
-    if not kind or kind not in OPERATORS:
+    from stackha.model.kinds import KINDS
+
+    info = KINDS.get(kind or "")
+    if info is None or info.operator is None:
         return None
     if kind not in _cache:
-        module, cls = OPERATORS[kind].split(":")
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                return None
-            raise
-        _cache[kind] = getattr(mod, cls)()
+        module, cls = info.operator.split(":")
+        _cache[kind] = getattr(importlib.import_module(module), cls)()
     return _cache[kind]

@@ -10,7 +10,17 @@ An operator (one per component: Galera, RabbitMQ, HAProxy, keepalived, Keystone 
 - ``observe(app) -> AppStatus`` — facts only, never changes anything: a workload status per unit
   (maintenance / waiting / active / blocked / error with a message, as Juju names them) plus
   component facts (``wsrep_cluster_size``, VIP holder, …);
-- ``recover(app) -> list[str]`` where the component needs one (Galera cold start, RabbitMQ rejoin).
+- ``recover(app) -> list[str]`` where the component needs one (Galera cold start, RabbitMQ rejoin);
+- ``frontends(app) -> list[Frontend]``: what the application offers on a load balancer's VIP;
+- ``ha_resources(app) -> list[DaemonResource]``: daemons an ``hacluster`` related to it runs
+  (active/passive workers, which must run on one node at a time).
+
+These are declared by :class:`Operator` (a Protocol) and given defaults by :class:`BaseOperator`,
+which every operator derives from: the engine calls them, it never asks ``hasattr``.  What one
+application offers the others over a relation is a *relation protocol*, declared by the kind's
+``provides`` in :data:`stackha.model.kinds.KINDS` (one registry) and typed here:
+:class:`DatabaseProvider`, :class:`MessagingProvider`, :class:`VipProvider`,
+:class:`IdentityProvider`.  :func:`provider` finds the related application offering one.
 
 The engine builds an :class:`AppContext` for each application from the bundle, the placement and
 the state store; operators never read the bundle or the state store directly.
@@ -23,11 +33,14 @@ import secrets as _secrets
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import jinja2
 
 from stackha.hosts.base import Host
+
+if TYPE_CHECKING:  # pragma: no cover
+    from stackha.services.pacemaker import DaemonResource
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -171,9 +184,10 @@ class AppContext:
 
 @dataclass(frozen=True)
 class RenderedFile:
-    """A file an operator wants on a unit's host: text, mode (e.g. 0o600), owner and group."""
+    """A file an operator wants on a unit's host: text (or bytes: a Swift ring), mode (e.g.
+    0o600), owner and group."""
 
-    content: str
+    content: str | bytes
     mode: int = 0o644
     owner: str = "root"
     group: str | None = None
@@ -236,3 +250,122 @@ def install_files(host: Host, files: dict[str, RenderedFile]) -> list[str]:
         if host.write_file(path, f.content, mode=f.mode, owner=f.owner, group=f.group or (f.owner if f.owner != "root" else None)):
             changed.append(path)
     return changed
+
+
+# --------------------------------------------------------------------------- operators
+class Operator(Protocol):
+    """What the engine calls on a component's operator (see the module docstring).
+
+    ``render`` is pure; ``apply`` and ``recover`` are idempotent and return what they changed;
+    ``observe`` changes nothing.  Errors: an operator raises an exception carrying ``unit`` (the
+    unit that failed) where it knows one; the engine records it on that unit."""
+
+    kind: str
+
+    def render(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]: ...
+
+    def apply(self, app: AppContext) -> list[str]: ...
+
+    def observe(self, app: AppContext) -> AppStatus: ...
+
+    def recover(self, app: AppContext) -> list[str]: ...
+
+    def frontends(self, app: AppContext) -> list[Frontend]: ...
+
+    def ha_resources(self, app: AppContext) -> list["DaemonResource"]: ...
+
+
+class BaseOperator:
+    """Defaults for the optional parts of :class:`Operator`: ``recover`` is ``apply`` again,
+    nothing is offered on a VIP, no daemon is handed to Pacemaker."""
+
+    kind: str = ""
+
+    def apply(self, app: AppContext) -> list[str]:  # pragma: no cover - every operator defines it
+        raise NotImplementedError
+
+    def recover(self, app: AppContext) -> list[str]:
+        """Bring the application back to its deployed state (default: ``apply`` again)."""
+        return self.apply(app)
+
+    def frontends(self, app: AppContext) -> list[Frontend]:
+        """What the application offers through a load balancer's VIP (default: nothing)."""
+        return []
+
+    def ha_resources(self, app: AppContext) -> list["DaemonResource"]:
+        """Daemons an ``hacluster`` related to the application should run (default: none)."""
+        return []
+
+
+class DatabaseProvider(Protocol):
+    """A SQL database cluster (kind ``galera``): relation ``shared-db``."""
+
+    def ensure_database(self, app: AppContext, db_name: str, user: str) -> str:
+        """Create database ``db_name`` and user ``user`` if missing; returns the user's password."""
+        ...
+
+    def client_address(self, app: AppContext) -> str:
+        """The address clients connect to (the VIP that reaches one writer)."""
+        ...
+
+
+class MessagingProvider(Protocol):
+    """A message broker cluster (kind ``rabbitmq``): relation ``amqp``."""
+
+    def ensure_user(self, app: AppContext, user: str, vhost: str = "/", queue_type: str = "quorum") -> str:
+        """Create ``user`` with all permissions on ``vhost`` (made with default queue type
+        ``queue_type`` if missing); returns its password."""
+        ...
+
+    def transport_url(self, app: AppContext, user: str, password: str, vhost: str = "/") -> str:
+        """An oslo.messaging transport URL listing every broker."""
+        ...
+
+
+class VipProvider(Protocol):
+    """Whatever moves a VIP between hosts (keepalived VRRP, Pacemaker's IPaddr2)."""
+
+    def vip_holders(self, app: AppContext) -> list[str]:
+        """Names of the hosts holding the VIP right now (more than one: a duplicate VIP)."""
+        ...
+
+
+class IdentityProvider(Protocol):
+    """The identity service (kind ``keystone``): relation ``identity-service``."""
+
+    def ensure_service(self, app: AppContext, user: str, catalog: list[tuple[str, str, dict[str, str]]]
+                       ) -> tuple[str, list[str]]:
+        """Make service user ``user`` (admin role in project ``service``) and each catalog entry
+        ``(service type, name, {"public"|"internal"|"admin": url})``; idempotent.  Returns the
+        user's password and what changed."""
+        ...
+
+    def auth_url(self, app: AppContext) -> str:
+        """The identity endpoint (``http://<VIP>:5000/v3``)."""
+        ...
+
+
+#: Relation capabilities a kind may declare in ``KindInfo.provides``, and their protocols.
+CAPABILITIES: dict[str, type] = {
+    "database": DatabaseProvider,
+    "messaging": MessagingProvider,
+    "vip": VipProvider,
+    "identity": IdentityProvider,
+}
+
+def provider(app: AppContext, capability: str) -> tuple[AppContext, Any] | None:
+    """The first related application (name order) whose kind declares ``capability``
+    (``KindInfo.provides``), with its operator; None when no related application offers it."""
+    from stackha.model.kinds import KINDS
+    from stackha.services import operator_for
+
+    if capability not in CAPABILITIES:
+        raise ValueError(f"unknown capability {capability!r}")
+    for name in sorted(app.related):
+        other = app.related[name]
+        info = KINDS.get(other.kind)
+        if info is not None and capability in info.provides:
+            op = operator_for(other.kind)
+            if op is not None:
+                return other, op
+    return None

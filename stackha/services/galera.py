@@ -129,6 +129,7 @@ from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wa
 from stackha.errors import InvalidInput, UserError
 from stackha.hosts.base import CommandTimeout, Host, HostDown, HostError
 from stackha.services.base import (
+    BaseOperator,
     AppContext,
     AppStatus,
     Frontend,
@@ -295,7 +296,7 @@ def _poll(check: Callable[[], T], *, timeout: float, what: str, interval: float 
         raise GaleraError(f"{what}: not done after {timeout:.0f} s") from None
 
 
-class GaleraOperator:
+class GaleraOperator(BaseOperator):
     """The ``galera`` operator (kind "galera").
 
     Public methods: :meth:`render`, :meth:`apply`, :meth:`observe`, :meth:`recover`,
@@ -408,6 +409,13 @@ class GaleraOperator:
         """(user, password) of the generic application user (created by :meth:`apply`): all
         privileges on database :data:`CLIENT_DATABASE`, from :meth:`client_network`."""
         return CLIENT_USER, app.secrets.get("client-password")
+
+    def client_address(self, app: AppContext) -> str:
+        """The address database clients use: the VIP of the load balancer in front (one writer at
+        a time).  Raises :class:`GaleraError` when the cluster has no VIP."""
+        if app.vip is None:
+            raise GaleraError(f"database {app.name} has no VIP: relate it to haproxy so clients reach one writer")
+        return str(app.vip.ip)
 
     def ensure_database(self, app: AppContext, db_name: str, user: str) -> str:
         """Create database ``db_name`` and user ``user`` (all privileges on it, from

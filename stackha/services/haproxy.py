@@ -56,6 +56,7 @@ from typing import Any
 from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.errors import InvalidInput
 from stackha.services.base import (
+    BaseOperator,
     log_tail,
     select_tuning,
     AppContext,
@@ -210,7 +211,7 @@ def _check_frontends(app: AppContext) -> list[Frontend]:
     return list(app.frontends)
 
 
-class HAProxyOperator:
+class HAProxyOperator(BaseOperator):
     """Operator of kind ``haproxy`` (see the module docstring for files, reload and timers).
 
     Options: ``stats_port`` (default 8404, on each unit's own address), ``health_port`` (8405, on

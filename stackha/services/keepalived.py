@@ -48,6 +48,7 @@ from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.services import haproxy as _haproxy
 from stackha.model.options import allocate_router_id  # noqa: F401 (one rule for model and operator)
 from stackha.services.base import (
+    BaseOperator,
     log_tail,
     select_tuning,
     AppContext,
@@ -188,7 +189,7 @@ def _health_url(app: AppContext) -> str:
     return _haproxy.health_url(lbs[0]) if lbs else f"http://127.0.0.1:{_haproxy.HEALTH_PORT}{_haproxy.HEALTH_URI}"
 
 
-class KeepalivedOperator:
+class KeepalivedOperator(BaseOperator):
     """Operator of kind ``keepalived`` (see the module docstring: files, preemption, timers).
 
     Options: ``router_id`` (1–255, default :func:`allocate_router_id` of the VIP), ``interface``

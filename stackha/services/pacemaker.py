@@ -104,6 +104,7 @@ from typing import Any
 from stackha.errors import InvalidInput
 from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.services.base import (
+    BaseOperator,
     log_tail,
     select_tuning,
     AppContext,
@@ -592,7 +593,7 @@ def daemon_resources(app: AppContext) -> list[DaemonResource]:
     out: list[DaemonResource] = []
     p = principal(app)
     op = operator_for(p.kind) if p is not None else None
-    if op is not None and hasattr(op, "ha_resources"):
+    if op is not None:
         out += list(op.ha_resources(p))
     opt = app.options.get("resources") or {}
     if not isinstance(opt, dict):
@@ -633,7 +634,7 @@ def _proxy_context(app: AppContext) -> AppContext | None:
     if p is None or app.vip is None or app.options.get("proxy") is False:
         return None
     op = operator_for(p.kind)
-    if op is None or not hasattr(op, "frontends") or p.kind in ("haproxy", "keepalived"):
+    if op is None or p.kind in ("haproxy", "keepalived"):
         return None
     fes = list(op.frontends(p))
     if not fes:
@@ -724,7 +725,7 @@ def constraints(app: AppContext, daemons: list[DaemonResource]) -> tuple[list[Co
 
 
 # --------------------------------------------------------------------------- the operator
-class HAClusterOperator:
+class HAClusterOperator(BaseOperator):
     """Operator of kind ``hacluster``: Corosync + Pacemaker with STONITH (see the module docstring).
 
     Options: ``cluster_count`` (units needed before the cluster forms, default 3),

@@ -53,6 +53,7 @@ from urllib.parse import quote, unquote, urlsplit
 from stackha.errors import InvalidInput, UserError
 from stackha.hosts.base import CommandResult, CommandTimeout, HostDown, HostError
 from stackha.services.base import (
+    BaseOperator,
     AppContext,
     AppStatus,
     Frontend,
@@ -215,7 +216,7 @@ def _parallel(items: Sequence[Any], fn: Callable[[Any], T]) -> list[T]:
         return list(pool.map(fn, items))
 
 
-class RabbitMQOperator:
+class RabbitMQOperator(BaseOperator):
     """Operator of kind ``rabbitmq`` (see the module docstring for how nodes run and cluster).
 
     Public methods: :meth:`render`, :meth:`apply`, :meth:`observe`, :meth:`recover`,
@@ -522,10 +523,18 @@ class RabbitMQOperator:
         changes += self._ensure_user(unit, user, password, "/", users)
         return changes
 
-    def _ensure_vhost(self, unit: Unit, vhost: str) -> list[str]:
-        """Vhost ``vhost`` with default queue type quorum.  An existing vhost without it is
-        re-created only while it holds no queue (3.10 cannot change a vhost's metadata)."""
+    def _ensure_vhost(self, unit: Unit, vhost: str, queue_type: str = "quorum") -> list[str]:
+        """Vhost ``vhost`` with default queue type ``queue_type``.  For ``quorum``, an existing
+        vhost without it is re-created only while it holds no queue (3.10 cannot change a vhost's
+        metadata).  ``classic``: the vhost is made if missing and otherwise left as it is (the
+        OpenStack services' vhost: oslo.messaging declares its reply and fanout queues transient,
+        which a quorum default would refuse, and its topic queues as quorum queues itself)."""
         vhosts = {v["name"]: v.get("default_queue_type") for v in self._json(unit, "list_vhosts", "name", "default_queue_type")}
+        if queue_type == "classic":
+            if vhost in vhosts:
+                return []
+            self._ctl_ok(unit, "add_vhost", vhost, "--default-queue-type", "classic")
+            return [f"{unit.name}: vhost {vhost} created (default queue type classic)"]
         if vhosts.get(vhost) == "quorum":
             return []
         if vhost in vhosts:
@@ -562,16 +571,16 @@ class RabbitMQOperator:
                 return unit
         raise RabbitMQError(f"{app.name}: no RabbitMQ node is running")
 
-    def ensure_user(self, app: AppContext, user: str, vhost: str = "/") -> str:
+    def ensure_user(self, app: AppContext, user: str, vhost: str = "/", queue_type: str = "quorum") -> str:
         """Create (or repair) ``user`` with a generated password (secret ``user-<user>``) and all
-        permissions on ``vhost`` (created with default queue type quorum if missing); returns the
-        password.  Idempotent.  Raises :class:`InvalidInput` for an empty name,
-        :class:`RabbitMQError` when no node runs or a command fails."""
+        permissions on ``vhost`` (created with default queue type ``queue_type`` if missing — see
+        :meth:`_ensure_vhost`); returns the password.  Idempotent.  Raises :class:`InvalidInput`
+        for an empty name, :class:`RabbitMQError` when no node runs or a command fails."""
         if not user or not vhost:
             raise InvalidInput("ensure_user needs a user name and a vhost")
         password = app.secrets.get(f"user-{user}")
         unit = self._any_running(app)
-        self._ensure_vhost(unit, vhost)
+        self._ensure_vhost(unit, vhost, queue_type)
         self._ensure_user(unit, user, password, vhost)
         return password
 

@@ -179,7 +179,7 @@ def test_unknown_keys_and_options_are_reported_with_path() -> None:
     d["applications"]["keystone"]["num_unit"] = 3
     d["applications"]["keystone"]["channel"] = "stable"
     d["applications"]["keystone"]["options"]["vip_cdir"] = 24
-    d["applications"]["keystone"]["options"]["worker-multiplier"] = 0.25
+    d["applications"]["keystone"]["options"]["admin-role"] = "Admin"
     d["machines"]["0"]["colour"] = "blue"
     d["descriptoin"] = "typo"
     r = report(d)
@@ -242,3 +242,39 @@ relations:
     assert allocate_router_id("198.18.7.250") == 250
     # Same last octet in two /24s: the operator would allocate the same id; the analysis says so.
     assert "vrrp-router-id" in codes(bundle("198.18.7.250", "198.18.8.250"))
+
+
+# --------------------------------------------------------------------------- Swift zones
+def swift_bundle(zones: list[int], replicas: int = 3, assignment: str = "manual") -> dict[str, Any]:
+    d = copy.deepcopy(LAB)
+    d["machines"].update({str(10 + i): {} for i in range(len(zones))})
+    d["applications"]["swift-proxy"] = {"charm": "ch:swift-proxy", "num_units": 3, "to": ["0", "1", "2"],
+                                        "options": {"replicas": replicas, "zone-assignment": assignment}}
+    d["relations"] += [["swift-proxy", "keystone"], ["haproxy", "swift-proxy"]]
+    for i, z in enumerate(zones):
+        name = f"swift-storage-z{i}"
+        d["applications"][name] = {"charm": "ch:swift-storage", "num_units": 1, "to": [str(10 + i)],
+                                   "options": {"zone": z}}
+        d["relations"].append(["swift-proxy", name])
+    return d
+
+
+def test_swift_replicas_in_fewer_zones_is_a_warning():
+    r = report(swift_bundle([1, 2, 2]))
+    assert ("swift-zones", "applications.swift-proxy.options.replicas") in codes(r, "warning")
+    assert "3 replicas in 2 zone(s)" in next(f.message for f in r.findings if f.code == "swift-zones")
+
+
+def test_swift_one_zone_per_replica_is_clean():
+    r = report(swift_bundle([1, 2, 3]))
+    assert not {c for c, _ in codes(r)} & {"swift-zones", "swift-devices"}
+
+
+def test_swift_auto_assignment_makes_the_zones():
+    r = report(swift_bundle([1, 1, 1], assignment="auto"))
+    assert "swift-zones" not in {c for c, _ in codes(r)}
+
+
+def test_swift_fewer_devices_than_replicas_is_an_error():
+    r = report(swift_bundle([1, 2]))
+    assert ("swift-devices", "applications.swift-proxy.options.replicas") in codes(r, "error")
