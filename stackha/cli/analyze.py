@@ -5,7 +5,9 @@ fix) and then the availability table: per application and for the cloud, as perc
 downtime per year and per day (the layout of seed 001's table of nines).
 
 Exit codes: 0 no error and no warning (info findings do not count), 1 at least one error or
-warning, 2 invalid input (the bundle cannot be loaded: every problem is listed, one per line).
+warning, 2 invalid input (the bundle cannot be loaded: every problem is listed, one per line;
+hostile input — control characters, deep nesting, alias bombs, huge numbers, a FIFO or a device,
+an oversized file — is refused the same way, in bounded time), 70 an internal error.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from stackha.errors import InvalidInput
-from stackha.model import BundleError, load_bundle
+from stackha.errors import InvalidInput, printable
+from stackha.model import load_bundle
 from stackha.model.analysis import AnalysisReport, analyze
 from stackha.model.availability import Figure, format_duration
 
@@ -66,16 +68,21 @@ def _figure_cells(fig: Figure) -> list[str]:
             format_duration(fig.downtime_per_day_s)]
 
 
+def _cell(text: str) -> str:
+    """User-derived text for a rich table cell: no markup, no control characters."""
+    return escape(printable(text, newlines=False))
+
+
 def print_report(console: Console, report: AnalysisReport, title: str) -> None:
     """Print the findings table, the availability table and the summary line."""
-    console.print(f"[bold]{escape(title)}[/]", highlight=False)
+    console.print(f"[bold]{_cell(title)}[/]", highlight=False)
     if report.findings:
         t = Table(title="Findings", title_justify="left", show_lines=False)
         for col in ("severity", "code", "path", "message", "fix"):
             t.add_column(col, overflow="fold")
         for f in report.findings:
-            t.add_row(f"[{_STYLE[f.severity]}]{f.severity}[/]", f.code, escape(f.path),
-                      escape(f.message), escape(f.fix))
+            t.add_row(f"[{_STYLE[f.severity]}]{f.severity}[/]", f.code, _cell(f.path),
+                      _cell(f.message), _cell(f.fix))
         console.print(t)
     else:
         console.print("Findings: none")
@@ -87,9 +94,9 @@ def print_report(console: Console, report: AnalysisReport, title: str) -> None:
         t.add_column(col, overflow="fold")
     for name, a in av.applications.items():
         c = report.classification[name]
-        t.add_row(escape(name), a.kind, c.state, c.mode, escape(a.model), *_figure_cells(a.figure))
+        t.add_row(_cell(name), a.kind, c.state, c.mode, _cell(a.model), *_figure_cells(a.figure))
     if av.cloud is not None:
-        t.add_row("[bold]cloud[/]", "", "", "", "request: " + escape(" → ".join(av.cloud.path)),
+        t.add_row("[bold]cloud[/]", "", "", "", "request: " + _cell(" → ".join(av.cloud.path)),
                   *[f"[bold]{c}[/]" for c in _figure_cells(av.cloud.figure)])
     console.print(t)
     if av.cloud is not None:
@@ -121,11 +128,7 @@ def register(app: typer.Typer) -> None:
         """
         if unit_availability is not None and not 0 < unit_availability < 1:
             raise InvalidInput(f"--unit-availability {unit_availability:g} is not strictly between 0 and 1")
-        try:
-            b = load_bundle(bundle, overlay)
-        except BundleError as exc:
-            # the CLI prints errors as rich markup: keep user text such as "[/x]" literal
-            raise InvalidInput(escape(str(exc))) from exc
+        b = load_bundle(bundle, overlay)  # BundleError: exit 2, printed as plain text by main()
         report = analyze(b, unit_availability=unit_availability)
         if output is OutputFormat.json:
             typer.echo(json.dumps(report_json(report, bundle, list(overlay)), indent=2))

@@ -27,12 +27,17 @@ code                      severity meaning
                                    not this one (seed 004's masakari)
 ``no-units``              warning  a principal with 0 units
 ``keepalived-no-vip``     warning  a keepalived whose principal declares no VIP
+``hacluster-no-vip``      warning  an hacluster beside a principal with no ``vip`` and no DNS HA
+                                   (``dns-ha``, ``os-*-hostname``): the Pacemaker cluster manages
+                                   no address a client can reach
+``duplicate-key``         warning  a mapping key given twice (the last value is used, as in Juju)
 ``unknown-charm``         warning  a charm stackha does not know (not analysed, not deployable)
 ``unknown-key``           warning  a key neither Juju nor stackha defines (a typo?)
 ``unknown-option``        warning  an option close to one stackha reads (a typo?)
 ``not-deployable``        info     a known kind stackha cannot deploy yet
 ``ignored-key``           info     a Juju key stackha keeps but does not read
 ``ignored-options``       info     charm options stackha keeps but does not read
+``cross-model``           info     a relation to a ``saas:`` offer (another model): not analysed
 ``unused-machine``        info     a machine no unit is placed on
 ``swift-zones``           warning  fewer Swift zones than replicas: one zone's loss takes several
                                    copies of some objects (seed 003: one replica per zone)
@@ -43,6 +48,13 @@ code                      severity meaning
 Failure domains: the machine (a unit in ``lxd:1`` fails with machine 1) and, when the bundle
 gives at least two zones, the availability zone.  Corosync's cluster is the hacluster's principal
 units; Pacemaker remote nodes do not vote.
+
+A storage tier split into one application per zone (``swift-storage-z1``, ``-z2``, ``-z3``, one
+unit each, the layout of the Swift charms' own bundles) is analysed as one tier across its zones
+(:func:`stackha.model.availability.storage_tiers`), not as three single points of failure.
+
+Every check is linear in the number of applications, units and relations
+(``bench/analyze_scale.py`` measures it).
 """
 
 from __future__ import annotations
@@ -54,7 +66,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from stackha.model import options as opts
-from stackha.model.availability import AvailabilityReport, estimate, has_vip, vip_provider_of
+from stackha.model.availability import (
+    AvailabilityReport,
+    estimate,
+    has_vip,
+    storage_tiers,
+    vip_provider_of,
+)
 from stackha.model.kinds import DEPLOYABLE_KINDS, KINDS, Model
 from stackha.model.loader import (
     APP_JUJU_KEYS,
@@ -149,8 +167,17 @@ def analyze(bundle: Bundle, *, unit_availability: float | None = None) -> Analys
 
 
 def _keys(bundle: Bundle, add: Add) -> None:
+    for f in bundle.load_findings():
+        add(f)
+    for rel in bundle.cross_model_relations:
+        local, remote = (rel.a, rel.b) if rel.b in bundle.saas else (rel.b, rel.a)
+        url = (bundle.saas.get(remote) or {}).get("url")
+        add(Finding(severity="info", code="cross-model", path=f"applications.{local}",
+                    message=f"{local} relates to {remote}, an offer of another model"
+                    f"{f' ({url})' if url else ''}: its availability is not analysed here"))
+
     def report(path: str, key: str, understood: tuple[str, ...], juju: tuple[str, ...]) -> None:
-        if key in juju:
+        if key in juju or key in understood:
             add(Finding(severity="info", code="ignored-key", path=path,
                         message=f"Juju key {key!r} is kept but not read by stackha"))
         else:
@@ -213,19 +240,29 @@ def _needed(kind: str | None, n: int) -> int:
 def _spof(bundle: Bundle, add: Add) -> None:
     units = bundle.all_units()
     zones = {u.zone for us in units.values() for u in us if u.zone is not None}
+    tiers = storage_tiers(bundle)
+    groups: list[tuple[str, list[str]]] = []  # (label, member applications)
     for name, app in bundle.applications.items():
         if app.subordinate:
             continue
-        us = units[name]
+        members = tiers.get(name)
+        if members is None:
+            groups.append((name, [name]))
+        elif members[0] == name:
+            groups.append((f"the {app.kind} tier {', '.join(members)}", members))
+    for label, members in groups:
+        name = members[0]
+        app = bundle.applications[name]
+        us = [u for m in members for u in units[m]]
         n = len(us)
         quorum = KINDS.get(app.kind or "") is not None and KINDS[app.kind or ""].model is Model.QUORUM
         if n == 0:
             add(Finding(severity="warning", code="no-units", path=f"applications.{name}.num_units",
-                        message=f"{name} has no units", fix="set num_units (3 for HA)"))
+                        message=f"{label} has no units", fix="set num_units (3 for HA)"))
             continue
         if n == 1:
             add(Finding(severity="error", code="spof", path=f"applications.{name}.num_units",
-                        message=f"{name} has one unit: its failure (or its machine's) stops "
+                        message=f"{label} has one unit: its failure (or its machine's) stops "
                         f"{app.kind or 'the application'}",
                         fix="set num_units: 3 and place the units on different machines"))
             continue
@@ -238,9 +275,9 @@ def _spof(bundle: Bundle, add: Add) -> None:
         for machine, count in by_machine.items():
             if n - count < need:
                 if count == n:
-                    msg = f"all {n} units of {name} run on machine {machine}: its failure stops {name}"
+                    msg = f"all {n} units of {label} run on machine {machine}: its failure stops {label}"
                 else:
-                    msg = (f"machine {machine} holds {count} of the {n} units of {name}: its failure "
+                    msg = (f"machine {machine} holds {count} of the {n} units of {label}: its failure "
                            f"leaves {n - count}, short of the majority of {need} (quorum lost)")
                 add(Finding(severity="error", code="spof", path=f"applications.{name}.to",
                             message=msg, fix="place the units on different machines"))
@@ -251,8 +288,8 @@ def _spof(bundle: Bundle, add: Add) -> None:
                     what = "all its units" if count == n else f"{count} of its {n} units"
                     tail = "" if not quorum or count == n else " (quorum lost)"
                     add(Finding(severity="warning", code="spof-zone", path=f"applications.{name}.to",
-                                message=f"zone {zone} holds {what}: losing the zone stops {name}{tail}",
-                                fix=f"spread {name} over the zones ({', '.join(sorted(zones))})"))
+                                message=f"zone {zone} holds {what}: losing the zone stops {label}{tail}",
+                                fix=f"spread {label} over the zones ({', '.join(sorted(map(str, zones)))})"))
 
 
 def _quorum_size_finding(path: str, what: str, n: int, add: Add) -> None:
@@ -297,6 +334,19 @@ def _quorum(bundle: Bundle, add: Add) -> None:
 def _vips(bundle: Bundle, add: Add) -> None:
     for name, app in bundle.applications.items():
         if app.subordinate:
+            if app.kind == "hacluster" and not app.options.get("resources"):
+                for p in bundle.principals_of(name):
+                    popts = bundle.applications[p].options
+                    if bundle.applications[p].kind == "pacemaker-remote" or \
+                            opts.vip_addresses({"vip": popts.get("vip")}) or opts.dns_ha(popts):
+                        continue
+                    add(Finding(severity="warning", code="hacluster-no-vip", path=f"applications.{name}",
+                                message=f"hacluster {name} runs beside {p}, which declares no vip "
+                                "(nor dns-ha / os-*-hostname): the Pacemaker cluster manages no "
+                                f"address a client can reach, so a failed unit of {p} is not "
+                                "failed over for its clients",
+                                fix=f"set vip (and vip_cidr) on {p}, or dns-ha: true with "
+                                "os-public-hostname; or remove the hacluster"))
             if app.kind == "keepalived":
                 principals = bundle.principals_of(name)
                 own = opts.vip_addresses({"virtual_ip": app.options.get("virtual_ip")}, "keepalived")
@@ -366,6 +416,12 @@ def _relations(bundle: Bundle, add: Add) -> None:
     apps = bundle.applications
     vaults = [n for n, a in apps.items() if a.kind == "vault"]
     with_certs = {o for v in vaults for o in bundle.related(v)}
+    first_of_kind: dict[str | None, list[str]] = {}  # the first two applications of each kind
+    for n, a in apps.items():
+        names = first_of_kind.setdefault(a.kind, [])
+        if len(names) < 2:
+            names.append(n)
+    any_api_with_certs = any(apps[o].kind and KINDS[apps[o].kind].api for o in with_certs)
     for name, app in apps.items():
         info = KINDS.get(app.kind or "")
         if info is None:
@@ -380,14 +436,20 @@ def _relations(bundle: Bundle, add: Add) -> None:
                 ok = bool(related_kinds & set(kinds))
             if ok:
                 continue
-            candidates = [o for o, a in apps.items() if a.kind in kinds and o != name]
+            candidates = [o for k in kinds for o in first_of_kind.get(k, ()) if o != name]
             example = f"- [{name}, {candidates[0]}]" if candidates else \
                 f"an application of kind {' or '.join(k for k in kinds if k != '*') or 'principal'}"
+            remote = sorted({r.a if r.b == name else r.b for r in bundle.cross_model_of(name)})
+            if remote:  # an offer of another model may well be what is missing
+                add(Finding(severity="info", code="missing-relation", path=f"applications.{name}",
+                            message=f"{name} ({app.kind}) has no relation to {label} in this "
+                            f"model; it may come from its cross-model relation(s) to "
+                            f"{', '.join(remote)}"))
+                continue
             add(Finding(severity="warning", code="missing-relation", path=f"applications.{name}",
                         message=f"{name} ({app.kind}) has no relation to {label}",
                         fix=f"add the relation: {example}"))
-        if info.api and vaults and name not in with_certs and any(
-                apps[o].kind and KINDS[apps[o].kind].api for o in with_certs):
+        if info.api and vaults and name not in with_certs and any_api_with_certs:
             add(Finding(severity="warning", code="missing-certificates", path=f"applications.{name}",
                         message=f"{vaults[0]} gives TLS certificates to other API services but not "
                         f"to {name}: its endpoint will not match the others (seed 004: masakari "

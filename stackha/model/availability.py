@@ -32,7 +32,8 @@ Models (per kind, :class:`stackha.model.kinds.Model`):
   backup server 2.5 s (Galera writer loss: 2.0–2.5 s write gap), other active/passive services
   60 s (an estimate).  ``stackha verify`` measures the real ones for a deployed cloud.
 - *replicated* (Ceph OSDs, Swift storage): a piece of data is kept on min(3, machines) machines and
-  is available while a majority of its replicas are.
+  is available while a majority of its replicas are.  A tier split into one application per zone
+  (:func:`storage_tiers`) is computed once, over the units of all its applications.
 
 The cloud's availability for a user request is the product of the availabilities of the
 applications the request passes through (in series): by default the API services, the haproxy in
@@ -44,7 +45,8 @@ fail with their principal's unit, and a VIP provider's effect is the failover pe
 from __future__ import annotations
 
 import math
-from collections import Counter
+import re
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -74,6 +76,7 @@ __all__ = [
     "one_of_n",
     "request_path",
     "serial",
+    "storage_tiers",
 ]
 
 DEFAULT_UNIT_AVAILABILITY = 0.99
@@ -119,14 +122,34 @@ def k_of_groups_unavailability(group_sizes: Sequence[int], k: int, a: float) -> 
     if k == 0:
         return 0.0
     u = 1.0 - a
-    dist = [1.0]  # dist[c] = P(c units survive so far)
+    if all(size == 1 for size in group_sizes):
+        return _binomial_below(len(group_sizes), k, a)
+    # dist[c] = P(c units survive so far), c < k; dist[k] = P(k or more): O(groups × k)
+    dist = [1.0] + [0.0] * k
     for size in group_sizes:
-        new = [0.0] * (len(dist) + size)
+        new = [0.0] * (k + 1)
         for c, p in enumerate(dist):
-            new[c] += p * u
-            new[c + size] += p * a
+            if p:
+                new[c] += p * u
+                new[min(c + size, k)] += p * a
         dist = new
     return min(1.0, math.fsum(dist[:k]))
+
+
+def _binomial_below(n: int, k: int, a: float) -> float:
+    """P(fewer than ``k`` of ``n`` independent units up), each up with ``a``: Σ_{j<k} C(n,j) a^j (1−a)^(n−j).
+
+    Terms are computed in log space (no overflow for thousands of units); O(k)."""
+    if k > n:
+        return 1.0
+    if a <= 0.0:
+        return 1.0
+    if a >= 1.0:
+        return 0.0
+    la, lu = math.log(a), math.log1p(-a)
+    terms = [math.exp(math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * la + (n - j) * lu)
+             for j in range(k)]
+    return min(1.0, math.fsum(terms))
 
 
 def k_of_n(k: int, n: int, a: float) -> float:
@@ -347,19 +370,21 @@ def request_path(bundle: Bundle) -> tuple[list[str], bool]:
     if not entries:
         entries = [n for n, a in apps.items() if a.kind and not a.subordinate]
     seen: list[str] = []
-    queue = list(entries)
+    seen_set: set[str] = set()
+    queue = deque(entries)
     while queue:
-        name = queue.pop(0)
-        if name in seen:
+        name = queue.popleft()
+        if name in seen_set:
             continue
         seen.append(name)
+        seen_set.add(name)
         info = KINDS.get(apps[name].kind or "")
         deps = set(info.depends_on) if info else set()
         if "db" in deps:
             deps |= {"galera", "mysql-router"}
         for other in sorted(bundle.related(name)):
             okind = apps[other].kind
-            if okind is None or other in seen:
+            if okind is None or other in seen_set:
                 continue
             if okind == "haproxy" or okind in deps or (
                     "*backends" in deps and not apps[other].subordinate):
@@ -374,12 +399,36 @@ def request_path(bundle: Bundle) -> tuple[list[str], bool]:
     return principals, True
 
 
-def _app_figure(bundle: Bundle, name: str, a: float, mttr: float) -> AppAvailability | None:
+def storage_tiers(bundle: Bundle) -> dict[str, list[str]]:
+    """Storage tiers split into one application per zone: member → every member, bundle order.
+
+    Applications of one replicated kind (Swift storage, Ceph OSDs: :attr:`Model.REPLICATED`) with
+    the same charm that relate to the same, non-empty set of principals (``swift-storage-z1``,
+    ``-z2``, ``-z3`` each related to ``swift-proxy``: the layout of the Swift charms' test
+    bundles, one application per ring zone) hold one data set replicated across them: they are
+    one tier.  Applications in no such group are not in the result.
+    """
+    groups: dict[tuple[str, str, frozenset[str]], list[str]] = {}
+    apps = bundle.applications
+    for name, app in apps.items():
+        info = KINDS.get(app.kind or "")
+        if info is None or info.model is not Model.REPLICATED or app.subordinate:
+            continue
+        related = frozenset(o for o in bundle.related(name) if not apps[o].subordinate)
+        if not related:
+            continue
+        charm = re.sub(r"-\d+$", "", app.charm.rsplit("/", 1)[-1])
+        groups.setdefault((app.kind or "", charm, related), []).append(name)
+    return {m: members for members in groups.values() if len(members) > 1 for m in members}
+
+
+def _app_figure(bundle: Bundle, name: str, a: float, mttr: float,
+                tier: list[str] | None = None) -> AppAvailability | None:
     app = bundle.applications[name]
     info = KINDS.get(app.kind or "")
     if info is None or app.subordinate or info.model is Model.NONE:
         return None
-    units = bundle.units(name)
+    units = [u for m in tier for u in bundle.units(m)] if tier else bundle.units(name)
     n = len(units)
     groups = list(Counter(u.machine for u in units).values())
     m = len(groups)
@@ -402,6 +451,8 @@ def _app_figure(bundle: Bundle, name: str, a: float, mttr: float) -> AppAvailabi
         r = min(3, m)
         u = k_of_groups_unavailability([1] * r, r // 2 + 1, a) if r else 1.0
         text = f"{r // 2 + 1} of {r} replicas up ({n} units on {m} machine(s))"
+        if tier:
+            text = f"tier {', '.join(tier)}: {text}"
     else:
         u = k_of_groups_unavailability(groups, 1, a)
         text = f"1 of {n} on {m} machine(s)"
@@ -449,13 +500,26 @@ def estimate(bundle: Bundle, unit_availability: float | None = None) -> Availabi
                 else bundle.settings.unit_availability or DEFAULT_UNIT_AVAILABILITY)
     mttr = bundle.settings.unit_mttr_hours
     figures: dict[str, AppAvailability] = {}
+    tiers = storage_tiers(bundle)
     for name, app in bundle.applications.items():
         a = opts.unit_availability(app.options) or global_a
-        fig = _app_figure(bundle, name, a, mttr)
+        tier = tiers.get(name)
+        if tier and tier[0] != name and tier[0] in figures:  # computed once per tier
+            figures[name] = figures[tier[0]].model_copy(update={"application": name})
+            continue
+        fig = _app_figure(bundle, name, a, mttr, tier)
         if fig is not None:
             figures[name] = fig
     path, derived = request_path(bundle)
-    path = [p for p in path if p in figures]
+    kept: list[str] = []
+    tiers_seen: set[str] = set()
+    for p in path:  # a tier is one step of the request, however many applications it has
+        if p not in figures or (p in tiers and tiers[p][0] in tiers_seen):
+            continue
+        if p in tiers:
+            tiers_seen.add(tiers[p][0])
+        kept.append(p)
+    path = kept
     cloud = None
     if path:
         u = _serial_u([figures[p].figure.unavailability for p in path])

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from stackha.model.problems import Finding
+
 __all__ = [
     "Application",
     "Bundle",
@@ -159,9 +161,9 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    unit_availability: float | None = Field(default=None, gt=0, lt=1)
-    unit_mttr_hours: float = Field(default=4.0, gt=0)
-    failover_seconds: float | None = Field(default=None, ge=0)
+    unit_availability: float | None = Field(default=None, gt=0, lt=1, allow_inf_nan=False)
+    unit_mttr_hours: float = Field(default=4.0, gt=0, allow_inf_nan=False)
+    failover_seconds: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     request_path: list[str] | None = None
 
 
@@ -186,8 +188,13 @@ class UnitPlacement(BaseModel):
     creates a new container on machine N; containers are numbered per machine and container type
     in bundle order (applications as listed, units in order), then those created on another
     unit's machine (``lxd:app/U``).  A unit shares a container only when placed as ``app/U`` —
-    on the very machine or container of unit U of app.  A placement ``app`` (no unit number)
-    means ``app/<same index>``.
+    on the very machine or container of unit U of app.
+
+    Juju's rules (juju/bundlechanges, ``placeUnitsForApplication``): a placement ``app`` or
+    ``lxd:app`` (no unit number) goes beside the next unit of app that has no unit of this
+    application yet — the k-th such placement beside app/k — and on a new machine when app has no
+    unit left; when ``to`` is shorter than ``num_units``, the other units repeat the last
+    placement if it is ``new``, ``lxd:new`` or ``[lxd:]app``, and go to new machines otherwise.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -210,9 +217,17 @@ class Bundle(BaseModel):
         variables: the ``variables:`` section (holder of YAML anchors), kept as given.
         machines: by machine id.
         applications: by name, in bundle order.
-        relations: in bundle order (base first, then each overlay's), without duplicates.
+        relations: in bundle order (base first, then each overlay's), without duplicates; both
+            ends are applications of the bundle.
+        cross_model_relations: relations with one end at a ``saas:`` entry (an offer of another
+            model, Juju's cross-model relations): kept and dumped, not analysed.
+        saas: the ``saas:`` section, name → ``{url: …}`` (possibly empty).
         settings: the ``stackha:`` section.
         extra: top-level keys stackha does not read, kept for :meth:`dump`.
+
+    Lookups by application (:meth:`related`, :meth:`principals_of`) use an index of the
+    relations built once (rebuilt when the ``relations`` list is replaced or changes length), so an
+    analysis is linear in the number of applications and relations.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -222,23 +237,56 @@ class Bundle(BaseModel):
     machines: dict[str, Machine] = Field(default_factory=dict)
     applications: dict[str, Application] = Field(default_factory=dict)
     relations: list[Relation] = Field(default_factory=list)
+    cross_model_relations: list[Relation] = Field(default_factory=list)
+    saas: dict[str, dict[str, Any]] = Field(default_factory=dict)
     settings: Settings = Field(default_factory=Settings)
     extra: dict[str, Any] = Field(default_factory=dict)
 
     _units: dict[str, list[UnitPlacement]] | None = PrivateAttr(default=None)
+    _load_findings: list[Finding] = PrivateAttr(default_factory=list)
+    _index_key: tuple[int, int, int, int] | None = PrivateAttr(default=None)
+    _related: dict[str, set[str]] = PrivateAttr(default_factory=dict)
+    _rels_of: dict[str, list[Relation]] = PrivateAttr(default_factory=dict)
+    _order: dict[str, int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def is_kubernetes(self) -> bool:
+        """A Kubernetes bundle (``bundle: kubernetes``): units are pods, no machines."""
+        return self.extra.get("bundle") == "kubernetes"
+
+    def load_findings(self) -> list[Finding]:
+        """Warnings found while loading (``duplicate-key``: a mapping key given twice)."""
+        return list(self._load_findings)
+
+    def _index(self) -> None:
+        key = (id(self.relations), len(self.relations), id(self.applications), len(self.applications))
+        if self._index_key == key:
+            return
+        related: dict[str, set[str]] = {}
+        rels_of: dict[str, list[Relation]] = {}
+        for rel in self.relations:
+            rels_of.setdefault(rel.a, []).append(rel)
+            if rel.b != rel.a:
+                rels_of.setdefault(rel.b, []).append(rel)
+                related.setdefault(rel.a, set()).add(rel.b)
+                related.setdefault(rel.b, set()).add(rel.a)
+        self._related, self._rels_of = related, rels_of
+        self._order = {name: i for i, name in enumerate(self.applications)}
+        self._index_key = key
 
     def related(self, app_name: str) -> set[str]:
-        """Names of the applications related to ``app_name`` (empty if none or unknown)."""
-        out: set[str] = set()
-        for rel in self.relations:
-            other = rel.other(app_name)
-            if other is not None and other != app_name:
-                out.add(other)
-        return out
+        """Names of the applications related to ``app_name`` (empty if none or unknown); a new set."""
+        self._index()
+        return set(self._related.get(app_name, ()))
 
     def relations_of(self, app_name: str) -> list[Relation]:
         """The relations with ``app_name`` at one end, in bundle order."""
-        return [r for r in self.relations if app_name in (r.a, r.b)]
+        self._index()
+        return list(self._rels_of.get(app_name, ()))
+
+    def cross_model_of(self, app_name: str) -> list[Relation]:
+        """The cross-model relations (to a ``saas:`` entry) of ``app_name``, in bundle order."""
+        return [r for r in self.cross_model_relations if app_name in (r.a, r.b)]
 
     def units(self, app_name: str) -> list[UnitPlacement]:
         """The units of ``app_name`` and where each runs, in unit order.
@@ -272,11 +320,14 @@ class Bundle(BaseModel):
         """
         from stackha.model.kinds import KINDS
 
-        related = self.related(app_name)
+        self._index()
+        related = sorted((n for n in self._related.get(app_name, ()) if n in self._order),
+                         key=self._order.__getitem__)
         info = KINDS.get(self.applications[app_name].kind or "") if app_name in self.applications else None
         out = []
-        for n, a in self.applications.items():
-            if n not in related or a.subordinate:
+        for n in related:
+            a = self.applications[n]
+            if a.subordinate:
                 continue
             if info is not None and info.principal_kinds and a.kind not in info.principal_kinds:
                 continue
@@ -301,6 +352,8 @@ class Bundle(BaseModel):
         if settings:
             out["stackha"] = settings
         out.update(self.extra)
+        if self.saas:
+            out["saas"] = {name: dict(spec) for name, spec in self.saas.items()}
         if self.machines:
             machines: dict[str, Any] = {}
             for mid, m in self.machines.items():
@@ -322,7 +375,7 @@ class Bundle(BaseModel):
             if a.series is not None:
                 d["series"] = a.series
             if not a.subordinate or a.num_units:
-                d["num_units"] = a.num_units
+                d["scale" if self.is_kubernetes else "num_units"] = a.num_units
             if a.to:
                 d["to"] = list(a.to)
             if a.options:
@@ -336,5 +389,5 @@ class Bundle(BaseModel):
             d.update(a.extra)
             apps[name] = d
         out["applications"] = apps
-        out["relations"] = [list(r.ends) for r in self.relations]
+        out["relations"] = [list(r.ends) for r in [*self.relations, *self.cross_model_relations]]
         return out

@@ -232,6 +232,16 @@ _CHARM_TO_KIND: dict[str, str] = {
     "mysql-router": "mysql-router",
 }
 
+#: Kubernetes charms (``*-k8s``, the Sunbeam/OpenStack-on-Kubernetes ones) whose name without
+#: ``-k8s`` is not the name of the machine charm of the same component; the others map as their
+#: machine charm (``rabbitmq-k8s`` → ``rabbitmq-server``'s kind: ``rabbitmq`` is also a name above).
+_K8S_TO_KIND: dict[str, str] = {
+    "mysql-k8s": "galera",  # MySQL Group Replication: a majority must be up, as for Galera
+    "nova-k8s": "nova-cloud-controller",
+    "neutron-k8s": "neutron-api",
+    "horizon-k8s": "openstack-dashboard",
+}
+
 # cs:[~user/][series/]name[-revision]   ch:[arch/][series/]name[-revision]
 _STORE_RE = re.compile(r"^(?:~(?P<user>[^/]+)/)?(?:(?P<series>[a-z]+)/)?(?P<name>[a-z][a-z0-9-]*?)(?:-(?P<rev>\d+))?$")
 
@@ -268,6 +278,8 @@ def parse_charm(url: str) -> CharmRef | None:
     if url.startswith(("/", "./", "../", "~/")) or url.startswith("local:"):
         path = url.removeprefix("local:").rstrip("/")
         name = path.rsplit("/", 1)[-1]
+        if name.endswith(".charm"):
+            name = name[: -len(".charm")].split("_", 1)[0]
         m = re.match(r"^(?P<name>[a-z][a-z0-9-]*?)(?:-(?P<rev>\d+))?$", name)
         if m is None:
             return CharmRef(source="local", name=name)
@@ -292,13 +304,21 @@ def parse_charm(url: str) -> CharmRef | None:
 def kind_for_charm(url: str) -> str | None:
     """The stackha kind of a charm URL, or None for a charm stackha does not know.
 
-    The name is matched first as is and then without a trailing ``-<revision>`` (local charm
-    directories such as ``/root/openstack-base-72/mysql-router-6`` in seed 004).
+    The name is matched first as is, then without a trailing ``-<revision>`` (local charm
+    directories such as ``/root/openstack-base-72/mysql-router-6`` in seed 004), then — for a
+    local path — without the ``charm-`` of an OpenStack charm's source tree (``../charm-keystone``),
+    and a Kubernetes charm (``rabbitmq-k8s``) as the machine charm of its component.
     """
     ref = parse_charm(url)
     if ref is None:
         return None
-    kind = _CHARM_TO_KIND.get(ref.name)
-    if kind is None:
-        kind = _CHARM_TO_KIND.get(re.sub(r"-\d+$", "", ref.name))
-    return kind
+    name = ref.name
+    candidates = [name, re.sub(r"-\d+$", "", name)]
+    if ref.source == "local" and name.startswith("charm-"):
+        candidates.append(name[len("charm-"):])
+    for cand in candidates:
+        if cand in _CHARM_TO_KIND:
+            return _CHARM_TO_KIND[cand]
+        if cand.endswith("-k8s"):
+            return _K8S_TO_KIND.get(cand) or _CHARM_TO_KIND.get(cand[: -len("-k8s")])
+    return None

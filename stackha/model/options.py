@@ -9,7 +9,8 @@ overlay only stackha reads).
 key                   on           meaning
 ===================== ============ ==========================================================
 ``vip``               any          virtual IP(s) the application is reached on; several VIPs
-                                   (one per network) are separated by spaces (OpenStack charms)
+                                   (one per network) are separated by spaces (OpenStack charms);
+                                   ``""`` means no VIP, as in the charms' config.yaml
 ``vip_cidr``          any          prefix length of the VIP's network (OpenStack charms;
                                    default 24)
 ``vip_provider``      any          *extension*: who holds the VIP, ``keepalived`` (a related
@@ -37,9 +38,10 @@ key                   on           meaning
 from __future__ import annotations
 
 import ipaddress
+import math
 from typing import Any
 
-from stackha.model.problems import Problem
+from stackha.model.problems import Problem, excerpt
 
 __all__ = [
     "DEFAULT_MCASTADDR",
@@ -47,6 +49,7 @@ __all__ = [
     "READ_OPTIONS",
     "check_options",
     "cluster_count",
+    "dns_ha",
     "corosync_mcast",
     "failover_seconds",
     "router_id",
@@ -105,16 +108,14 @@ def _as_int(v: Any) -> int | None:
 
 
 def _as_float(v: Any) -> float | None:
+    """A finite float from a number or a numeric string, else None (also for inf, nan, 1e400)."""
     if isinstance(v, bool):
         return None
-    if isinstance(v, (int, float)):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
+    try:
+        f = float(v) if isinstance(v, (int, float, str)) else None
+    except (ValueError, OverflowError):
+        return None
+    return f if f is not None and math.isfinite(f) else None
 
 
 def vip_addresses(options: dict[str, Any], kind: str | None = None) -> list[IPAddress]:
@@ -124,19 +125,34 @@ def vip_addresses(options: dict[str, Any], kind: str | None = None) -> list[IPAd
     """
     out: list[IPAddress] = []
     raw = options.get("vip")
-    if raw is not None:
-        for part in str(raw).split():
+    if isinstance(raw, str):
+        for part in raw.split():
             try:
                 out.append(ipaddress.ip_address(part))
             except ValueError:
                 pass
-    if kind == "keepalived" and options.get("virtual_ip") is not None:
-        for part in str(options["virtual_ip"]).split():
+    if kind == "keepalived" and isinstance(options.get("virtual_ip"), str):
+        for part in options["virtual_ip"].split():
             try:
                 out.append(ipaddress.ip_interface(part).ip)
             except ValueError:
                 pass
     return out
+
+
+#: Options of the OpenStack charms that make an application highly available by DNS instead of a
+#: VIP (the charms' ``dns-ha`` with MAAS-managed ``os-{public,internal,admin,access}-hostname``).
+DNS_HA_OPTIONS = ("dns-ha", "os-public-hostname", "os-internal-hostname", "os-admin-hostname",
+                  "os-access-hostname")
+
+
+def dns_ha(options: dict[str, Any]) -> bool:
+    """The application is reached by DNS names an hacluster keeps pointed at live units: option
+    ``dns-ha`` true, or an ``os-*-hostname`` given (OpenStack charms' DNS HA)."""
+    flag = options.get("dns-ha")
+    if flag is True or (isinstance(flag, str) and flag.strip().lower() in ("true", "yes", "1")):
+        return True
+    return any(isinstance(options.get(k), str) and options[k].strip() for k in DNS_HA_OPTIONS[1:])
 
 
 def vip_provider(options: dict[str, Any]) -> str | None:
@@ -217,23 +233,23 @@ def check_options(app: str, kind: str | None, options: dict[str, Any]) -> list[P
     def bad(key: str, message: str, fix: str) -> None:
         problems.append(Problem(path=f"applications.{app}.options.{key}", message=message, fix=fix))
 
-    if "vip" in options:
+    if options.get("vip") is not None:  # null or "" (or only spaces): no VIP, as in the charms
         raw = options["vip"]
-        parts = str(raw).split() if isinstance(raw, str) else []
-        if not parts:
-            bad("vip", f"vip {raw!r} is not an IP address", "give the VIP as an address, e.g. "
-                "198.18.100.250 (several VIPs: separated by spaces)")
-        for part in parts:
-            try:
-                ipaddress.ip_address(part)
-            except ValueError:
-                bad("vip", f"vip {part!r} is not an IP address",
-                    "give the VIP as an address, e.g. 198.18.100.250")
+        if not isinstance(raw, str):
+            bad("vip", f"vip {excerpt(raw)} is not an IP address", "give the VIP as an address, e.g. "
+                "198.18.100.250 (several VIPs: separated by spaces; \"\" for none)")
+        else:
+            for part in raw.split():
+                try:
+                    ipaddress.ip_address(part)
+                except ValueError:
+                    bad("vip", f"vip {excerpt(part)} is not an IP address",
+                        "give the VIP as an address, e.g. 198.18.100.250")
     cidr = None
     if "vip_cidr" in options:
         cidr = _as_int(options["vip_cidr"])
         if cidr is None or not 1 <= cidr <= 128:
-            bad("vip_cidr", f"vip_cidr {options['vip_cidr']!r} is not a prefix length",
+            bad("vip_cidr", f"vip_cidr {excerpt(options['vip_cidr'])} is not a prefix length",
                 "give the prefix length of the VIP's network, e.g. 24")
             cidr = None
     if cidr is not None:
@@ -248,57 +264,59 @@ def check_options(app: str, kind: str | None, options: dict[str, Any]) -> list[P
                 bad("vip", f"vip {addr} is the network or broadcast address of {net}",
                     f"pick a host address inside {net}")
     if "vip_provider" in options and options["vip_provider"] not in PROVIDERS:
-        bad("vip_provider", f"vip_provider {options['vip_provider']!r} is not a VIP provider",
+        bad("vip_provider", f"vip_provider {excerpt(options['vip_provider'])} is not a VIP provider",
             "use keepalived (VRRP, with a related keepalived) or pacemaker (with a related hacluster)")
     if "balance" in options and options["balance"] not in BALANCE:
-        bad("balance", f"balance {options['balance']!r} is not a haproxy algorithm stackha "
+        bad("balance", f"balance {excerpt(options['balance'])} is not a haproxy algorithm stackha "
             "supports", "use one of " + ", ".join(BALANCE))
     if "zone" in options:
         z = options["zone"]
         items = z if isinstance(z, list) else [z]
         if not items or any(not isinstance(i, (str, int)) or isinstance(i, bool) for i in items):
-            bad("zone", f"zone {z!r} is not a zone name or a list of them",
+            bad("zone", f"zone {excerpt(z)} is not a zone name or a list of them",
                 "give one zone name for all units, or a list with one per unit")
     if "unit_availability" in options:
         a = _as_float(options["unit_availability"])
         if a is None or not 0 < a < 1:
-            bad("unit_availability", f"unit_availability {options['unit_availability']!r} is "
+            bad("unit_availability", f"unit_availability {excerpt(options['unit_availability'])} is "
                 "not a probability strictly between 0 and 1", "give e.g. 0.999 (a unit is up "
                 "99.9 % of the time)")
     if "failover_seconds" in options:
         f = _as_float(options["failover_seconds"])
         if f is None or f < 0:
-            bad("failover_seconds", f"failover_seconds {options['failover_seconds']!r} is not "
+            bad("failover_seconds", f"failover_seconds {excerpt(options['failover_seconds'])} is not "
                 "a non-negative number of seconds", "give e.g. 5")
     if kind == "keepalived":
         if "router_id" in options:
             r = _as_int(options["router_id"])
             if r is None or not 1 <= r <= 255:
-                bad("router_id", f"router_id {options['router_id']!r} is not a VRRP router id",
+                bad("router_id", f"router_id {excerpt(options['router_id'])} is not a VRRP router id",
                     "give a whole number from 1 to 255, unique on the network segment")
-        if "virtual_ip" in options:
-            for part in str(options["virtual_ip"]).split() or [""]:
+        if options.get("virtual_ip") is not None:  # "" (or null): no VIP
+            vip_text = options["virtual_ip"]
+            for part in vip_text.split() if isinstance(vip_text, str) else [vip_text]:
                 try:
-                    ipaddress.ip_interface(part)
+                    ipaddress.ip_interface(part if isinstance(part, str) else "-")
                 except ValueError:
-                    bad("virtual_ip", f"virtual_ip {part!r} is not an address or address/prefix",
+                    bad("virtual_ip", f"virtual_ip {excerpt(part)} is not an address or address/prefix",
                         "give e.g. 198.18.100.250/24")
     if kind == "hacluster":
         if "corosync_mcastaddr" in options:
             try:
-                ok = ipaddress.ip_address(str(options["corosync_mcastaddr"])).is_multicast
+                addr = options["corosync_mcastaddr"]
+                ok = isinstance(addr, str) and ipaddress.ip_address(addr).is_multicast
             except ValueError:
                 ok = False
             if not ok:
-                bad("corosync_mcastaddr", f"corosync_mcastaddr {options['corosync_mcastaddr']!r} "
+                bad("corosync_mcastaddr", f"corosync_mcastaddr {excerpt(options['corosync_mcastaddr'])} "
                     "is not a multicast address", "give an address in 224.0.0.0/4, e.g. 226.94.1.2")
         if "corosync_transport" in options and str(options["corosync_transport"]) not in (
                 _MULTICAST_TRANSPORTS + _UNICAST_TRANSPORTS):
-            bad("corosync_transport", f"corosync_transport {options['corosync_transport']!r} is "
+            bad("corosync_transport", f"corosync_transport {excerpt(options['corosync_transport'])} is "
                 "not a Corosync transport", "use unicast (udpu) or multicast (udp)")
         if "cluster_count" in options:
             c = _as_int(options["cluster_count"])
             if c is None or c < 1:
-                bad("cluster_count", f"cluster_count {options['cluster_count']!r} is not a "
+                bad("cluster_count", f"cluster_count {excerpt(options['cluster_count'])} is not a "
                     "positive whole number", "give the number of units of the principal, e.g. 3")
     return problems

@@ -8,15 +8,53 @@ with a severity; errors and warnings make ``stackha analyze`` exit 1.
 
 from __future__ import annotations
 
-from typing import Literal
+import reprlib
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from stackha.errors import InvalidInput
+from stackha.errors import InvalidInput, printable
 
-__all__ = ["BundleError", "Finding", "Problem", "Severity"]
+__all__ = ["BundleError", "Finding", "Problem", "Severity", "excerpt"]
 
 Severity = Literal["error", "warning", "info"]
+
+#: Longest value excerpt in a message, characters.
+EXCERPT_CHARS = 60
+#: Most problems :class:`BundleError` lists (the others are counted).
+MAX_LISTED_PROBLEMS = 50
+
+
+class _ShortRepr(reprlib.Repr):
+    """reprlib's bounded repr, also for integers too long for ``repr`` (Python refuses > 4300 digits)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = 4
+        self.maxstring = self.maxother = self.maxlong = EXCERPT_CHARS
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 4 * EXCERPT_CHARS:
+            return f"<an integer of {int(x.bit_length() * 0.30103) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_SHORT = _ShortRepr()
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """A short, printable ``repr`` of ``value`` for a message: at most about ``limit`` characters.
+
+    Nested containers are cut after 4 items and 3 levels, long strings in the middle, control
+    characters escaped.  Bounded time and memory whatever ``value`` is (an alias bomb's expanded
+    value, a 10,000-digit integer): never call ``repr`` on user data in a message, call this.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = _SHORT.repr_int(value, 0)
+    else:
+        text = _SHORT.repr(value)
+    return printable(text, limit, newlines=False)
 
 
 class Problem(BaseModel):
@@ -40,7 +78,7 @@ class Problem(BaseModel):
 
     def __str__(self) -> str:
         where = f"{self.source}: {self.path}" if self.source else self.path
-        return f"{where}: {self.message} (fix: {self.fix})"
+        return printable(f"{where}: {self.message} (fix: {self.fix})", 2000, newlines=False)
 
 
 class BundleError(InvalidInput):
@@ -49,14 +87,19 @@ class BundleError(InvalidInput):
     Attributes:
         problems: every problem found (never only the first one), document by document.
 
-    ``str(err)`` lists every problem, one per line.
+    ``str(err)`` lists the problems one per line (the first :data:`MAX_LISTED_PROBLEMS`, then
+    how many more), each printable (control characters escaped) and at most 2,000 characters.
     """
 
     def __init__(self, problems: list[Problem]) -> None:
         if not problems:
             raise ValueError("BundleError needs at least one problem")
         self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        lines = [str(p) for p in self.problems[:MAX_LISTED_PROBLEMS]]
+        if len(self.problems) > MAX_LISTED_PROBLEMS:
+            lines.append(f"… and {len(self.problems) - MAX_LISTED_PROBLEMS} more problem(s) "
+                         "(fix the ones above first)")
+        super().__init__("\n".join(lines))
 
 
 class Finding(BaseModel):
@@ -82,4 +125,4 @@ class Finding(BaseModel):
 
     def __str__(self) -> str:
         tail = f" (fix: {self.fix})" if self.fix else ""
-        return f"{self.severity}: {self.path}: {self.message}{tail}"
+        return printable(f"{self.severity}: {self.path}: {self.message}{tail}", 2000, newlines=False)

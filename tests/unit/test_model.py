@@ -270,7 +270,7 @@ def test_placement_cycle_is_a_problem() -> None:
 def test_bundle_error_lists_every_problem_one_per_line() -> None:
     text = """
 applications:
-  keystone: {charm: ch:keystone, num_units: 2, to: ["9"], options: {vip: nope}}
+  keystone: {charm: ch:keystone, num_units: 1, to: ["9", "new"], options: {vip: nope}}
   hacluster: {charm: ch:hacluster, num_units: 2}
 relations:
   - [keystone, galera]
@@ -280,7 +280,7 @@ relations:
     err = exc.value
     assert isinstance(err, InvalidInput) and err.exit_code == 2
     paths = {p.path for p in err.problems}
-    assert {"applications.keystone.num_units", "applications.keystone.options.vip",
+    assert {"applications.keystone.to", "applications.keystone.options.vip",
             "applications.hacluster.num_units", "relations[0][1]",
             "applications.keystone.to[0]"} <= paths
     lines = str(err).splitlines()
