@@ -225,7 +225,7 @@ def status(
         return
     from rich.markup import escape
 
-    apps = Table("App", "Kind", "Units", "VIP", "Facts", title=f"cloud on lab {lab}")
+    apps = Table("App", "Kind", "Units", "VIP", "Facts", title=f"cloud {lab} on {d.provider.describe()}")
     units = Table("Unit", "Workload", "Host", "Address", "Message", "Facts")
     for r in rows:
         active = sum(u["workload"] == "active" for u in r["units"])

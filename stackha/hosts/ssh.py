@@ -42,6 +42,7 @@ import asyncio
 import atexit
 import ipaddress
 import json
+import os
 import shlex
 import signal as _signal
 import threading
@@ -144,7 +145,8 @@ def _connect_error(target: Target, exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return f"no answer within {target.connect_timeout:g} s", "check the address and that sshd listens there"
     if isinstance(exc, OSError):
-        return f"unreachable: {exc.strerror or exc}", "check the address, the port and the network"
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return f"unreachable: {reason}", "check the address, the port and the network"
     return f"SSH failed: {type(exc).__name__}: {exc}", "check the machine's sshd"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
 
@@ -169,3 +170,28 @@ def test_verify_loses_nothing_and_powers_off_through_fence_redfish(deployed):
     gw = [h for h in labfence.history(lab) if h["target"] == victim and h["action"] == "off"]
     assert gw and gw[-1]["by"] == f"{lab.prefix}-bmc", labfence.history(lab)
     print("power history:", json.dumps(offs[-1]), "\nBMC:", json.dumps(bmc[-1]), "\ngateway:", json.dumps(gw[-1]))
+
+
+def test_pacemaker_fences_an_ssh_machine_with_fence_redfish_through_its_bmc(deployed):
+    """Last (it fences a controller): a cluster on machines 0-2 with STONITH from the inventory's
+    BMCs; corosync kill -9 on the VIP holder → the survivors fence it with fence_redfish."""
+    from stackha.hosts import labbmc, labfence
+
+    ws, lab = deployed["ws"], deployed["lab"]
+    script = str(Path(__file__).with_name("ssh_pacemaker.py"))
+    from stackha.hosts.labssh import WORKSTATION_STATE
+
+    res = ws.host.run(["env", f"PYTHONPATH={Path(__file__).resolve().parents[2]}", sys.executable, script,
+                       ws.inventory, WORKSTATION_STATE, f"198.18.{deployed['third']}.251/24"], timeout=600)
+    assert res.ok, (res.stdout[-2000:], res.stderr[-3000:])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    print(json.dumps(out, indent=1))
+    assert out["fence_agents"] == ["fence_redfish"], out
+    assert out["went_off"], out
+    victim = out["victim"]
+    addresses = {str(h.address) for h in deployed["hosts"].values() if h.name != victim}
+    bmc = [h for h in labbmc.history(lab) if h["system"] == victim and h["reset"] == "ForceOff"]
+    assert bmc and bmc[-1]["client"] in addresses, labbmc.history(lab)  # a surviving node's fencer
+    gw = [h for h in labfence.history(lab) if h["target"] == victim and h["action"] == "off"]
+    assert gw and gw[-1]["by"] == f"{lab.prefix}-bmc", labfence.history(lab)
+    assert "successful" in out["stonith_history"] or "success" in out["stonith_history"], out["stonith_history"]
