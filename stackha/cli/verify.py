@@ -75,7 +75,7 @@ def print_summary(rows: list[dict], reports) -> None:
         for scn, run, e in targets:
             v = e["value"]
             tt.add_row(scn, str(run), e["target"], "-" if v is None else f"{v:g}",
-                       "[green]yes[/]" if e["met"] else "[red]no[/]")
+                       "[green]yes[/]" if e["met"] else f"[red]no[/] ({escape(e.get('why', ''))})")
         console.print(tt)
     for r in reports:
         if r.error:

@@ -62,16 +62,20 @@ class ProbeData:
     torn_lines: int = 0
     collect_error: str = ""
 
-    def results(self, since: float | None = None) -> dict[str, check.ProbeResult]:
+    def results(self, since: float | None = None, until: float | None = None,
+                fault_at: float | None = None) -> dict[str, check.ProbeResult]:
         """The checker's verdict per probe (:mod:`stackha.verify.check`); gaps and failures
-        counted from wall time ``since`` (the fault's window), losses over the whole run."""
+        counted over the window ``since`` → ``until`` (wall s), losses over the whole run; a log
+        that is missing or empty is "no-evidence", one ending early "truncated", one with no
+        success after ``fault_at`` "not-back"."""
         out: dict[str, check.ProbeResult] = {}
         if "mysql" in self.records:
-            out["mysql"] = check.check_mysql(self.records["mysql"] or [], self.mysql_ids, since)
+            out["mysql"] = check.check_mysql(self.records["mysql"], self.mysql_ids, since, until, fault_at)
         if "amqp-publish" in self.records:
-            out["amqp"] = check.check_amqp(self.records["amqp-publish"] or [], self.records.get("amqp-consume"), since)
+            out["amqp"] = check.check_amqp(self.records["amqp-publish"], self.records.get("amqp-consume"),
+                                           since, until, fault_at)
         if "keystone" in self.records:
-            out["keystone"] = check.check_keystone(self.records["keystone"] or [], since)
+            out["keystone"] = check.check_keystone(self.records["keystone"], since, until, fault_at)
         return out
 
 

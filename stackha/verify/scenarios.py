@@ -161,14 +161,23 @@ class Expectation:
     text: str
 
     def evaluate(self, results: dict[str, check.ProbeResult], extra: dict) -> dict:
+        """``{"target", "probe", "metric", "limit", "value", "met", "why"}``: not met when the value
+        is missing or over the limit, or when the probe's log does not cover the window (verdict
+        no-evidence, no-success, truncated or not-back: its figures prove nothing)."""
+        res = results.get(self.probe)
         if self.metric == "first_success_s":
             value = extra.get("first_success_s", {}).get(self.probe)
         else:
-            res = results.get(self.probe)
             value = getattr(res, self.metric) if res is not None else None
-        met = value is not None and value <= self.limit
+        why = ""
+        if value is None:
+            why = "no value"
+        elif res is not None and res.incomplete:
+            why = f"probe {res.verdict}"
+        elif value > self.limit:
+            why = f"{value:g} > {self.limit:g}"
         return {"target": self.text, "probe": self.probe, "metric": self.metric, "limit": self.limit,
-                "value": value, "met": met}
+                "value": value, "met": not why, "why": why}
 
 
 @dataclass(frozen=True)
@@ -323,10 +332,11 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
         rep.events = [e.to_dict() for e in events]
         time.sleep(POST_S)  # traffic after recovery: the probes must succeed again
         say("stopping probes, draining the queue, reading the MySQL ids back")
+        t_stop = time.time()  # the window's end: a probe log ending before it is truncated
         probes.stop()
         data = probes.collect()
         probes.save_logs(out_dir / run_id)
-        results = data.results(since=t_fault - BASELINE_S)
+        results = data.results(since=t_fault - BASELINE_S, until=t_stop, fault_at=t_fault)
         rep.probes = {k: v.to_dict() for k, v in results.items()}
         if data.collect_error:
             rep.extra["mysql_collect_error"] = data.collect_error
@@ -334,6 +344,7 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
             rep.extra["torn_lines"] = data.torn_lines
         rep.extra["t_fault"] = t_fault
         rep.extra["t_restore"] = t_restore
+        rep.extra["t_stop"] = t_stop
         first = {}
         for name, key in (("mysql", "mysql"), ("amqp", "amqp-publish"), ("keystone", "keystone")):
             if data.records.get(key) is not None:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from stackha.verify import check
+from stackha.verify import scenarios as sc
 
 
 def op(i: int, start: float, ok: bool = True, dur: float = 0.01, kind: str = "insert", probe: str = "mysql",
@@ -138,3 +139,78 @@ def test_window_excludes_warm_up_gap_but_keeps_the_gap_spanning_the_fault():
     pre_fail = [op(0, 999.0, ok=False)] + ops
     res2 = check.check_mysql(pre_fail, [r["id"] for r in pre_fail if r["ok"]], since=1021.0)
     assert res2.failed == 1 and res2.failed_total == 2
+
+
+# ----------------------------------------------------------------- the holes of issue 10 (item 1)
+# A window: probes from 1000.0, fault at 1003.0, probes told to stop at 1030.0.
+SINCE, FAULT, UNTIL = 1000.0, 1003.0, 1030.0
+
+
+def through_window(every: float = 0.1) -> list[dict]:
+    return [op(i, SINCE + i * every) for i in range(int((UNTIL - SINCE) / every))]
+
+
+def test_a_log_that_stops_at_the_fault_scores_an_open_gap_to_the_windows_end_and_fails():
+    ops = [r for r in through_window() if r["start"] < FAULT]  # the writer died with the fault
+    res = check.check_mysql(ops, [r["id"] for r in ops], since=SINCE, until=UNTIL, fault_at=FAULT)
+    last = max(r["end"] for r in ops)
+    assert res.gap_open and res.gap_end == UNTIL
+    assert res.longest_gap_ms == pytest.approx((UNTIL - last) * 1000, abs=1)
+    assert res.ended_early and res.back_after_fault is False
+    assert res.verdict == "truncated" and check.failing([res]) == [res]
+    e = sc.Expectation("mysql", "longest_gap_ms", 30_000, "a limit the open gap is under")
+    assert not e.evaluate({"mysql": res}, {})["met"]  # an incomplete log meets no expectation
+    k = check.check_keystone([dict(r, op="token", probe="keystone") for r in ops], SINCE, UNTIL, FAULT)
+    failed_target = sc.Expectation("keystone", "failed", 0, "0 failed requests")
+    assert k.failed == 0 and not failed_target.evaluate({"keystone": k}, {})["met"]
+
+
+def test_a_log_running_to_the_end_with_no_success_after_the_fault_is_not_back():
+    ops = [r if r["start"] < FAULT else op(int(r["id"][2:]), r["start"], ok=False) for r in through_window()]
+    res = check.check_mysql(ops, [r["id"] for r in ops if r["ok"]], since=SINCE, until=UNTIL, fault_at=FAULT)
+    assert not res.ended_early and res.back_after_fault is False
+    assert res.verdict == "not-back" and res.gap_open
+    last_ok = max(r["end"] for r in ops if r["ok"])
+    assert res.longest_gap_ms == pytest.approx((UNTIL - last_ok) * 1000, abs=1)
+
+
+def test_a_probe_that_ends_early_after_recovering_is_truncated_with_the_tail_gap():
+    ops = [r for r in through_window() if r["start"] < 1010.0]  # back after the fault, then silent
+    res = check.check_mysql(ops, [r["id"] for r in ops], since=SINCE, until=UNTIL, fault_at=FAULT)
+    assert res.back_after_fault and res.ended_early and res.verdict == "truncated"
+    assert res.longest_gap_ms > 19_000 and res.gap_open
+
+
+def test_a_complete_healthy_log_is_ok_and_its_tail_is_not_an_open_gap():
+    ops = through_window()
+    res = check.check_mysql(ops, [r["id"] for r in ops], since=SINCE, until=UNTIL, fault_at=FAULT)
+    assert res.verdict == "ok" and not res.ended_early and res.back_after_fault
+    assert res.longest_gap_ms == pytest.approx(100.0, abs=1) and not res.gap_open
+    e = sc.Expectation("mysql", "longest_gap_ms", 1000, "gap ≤ 1 s")
+    assert e.evaluate({"mysql": res}, {})["met"]
+
+
+@pytest.mark.parametrize("records", [None, []], ids=["missing", "empty"])
+def test_a_missing_or_empty_log_is_no_evidence_never_ok(records):
+    for res in (check.check_mysql(records, [], SINCE, UNTIL, FAULT),
+                check.check_mysql(records, []),
+                check.check_amqp(records, [], SINCE, UNTIL, FAULT),
+                check.check_keystone(records, SINCE, UNTIL, FAULT),
+                check.check_keystone(records)):
+        assert res.verdict == "no-evidence", res
+        assert check.failing([res]) == [res]
+    res = check.check_keystone(records, SINCE, UNTIL, FAULT)
+    assert res.gap_open and res.longest_gap_ms == pytest.approx((UNTIL - SINCE) * 1000)
+    e = sc.Expectation("keystone", "failed", 0, "0 failed requests")
+    assert not e.evaluate({"keystone": res}, {})["met"]
+
+
+def test_probe_data_results_turn_a_missing_log_into_no_evidence():
+    from stackha.verify.probes import ProbeData
+
+    ops = through_window()
+    data = ProbeData(records={"mysql": ops, "keystone": None, "amqp-publish": [], "amqp-consume": []},
+                     mysql_ids=[r["id"] for r in ops])
+    res = data.results(SINCE, UNTIL, FAULT)
+    assert res["mysql"].verdict == "ok"
+    assert res["keystone"].verdict == "no-evidence" and res["amqp"].verdict == "no-evidence"
