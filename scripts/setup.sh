@@ -16,7 +16,9 @@ PKGS=(haproxy keepalived mariadb-server mariadb-client galera-4 rsync rabbitmq-s
 # python3-nova's nova-compute with the fake driver instead.
 OS_PKGS=(keystone python3-openstackclient uwsgi uwsgi-plugin-python3
          swift swift-proxy swift-account swift-container swift-object python3-swiftclient
-         python3-keystonemiddleware)
+         python3-keystonemiddleware
+         glance-api placement-api nova-api nova-conductor nova-scheduler python3-nova neutron-server
+         tempest)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: must run as root (the lab creates namespaces and cgroups); try: sudo $0" >&2
@@ -39,8 +41,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     chmod 755 /usr/sbin/policy-rc.d
     trap 'if [ -n "$restore_policy" ]; then mv -f /usr/sbin/policy-rc.d.stackha-saved /usr/sbin/policy-rc.d; else rm -f /usr/sbin/policy-rc.d; fi' EXIT
     # Preseed the OpenStack packages' debconf questions to "no" (no db, no endpoint registration).
-    for q in keystone/configure_db keystone/register-endpoint keystone/create-admin-tenant; do
-        echo "keystone $q boolean false" | debconf-set-selections 2>/dev/null || true
+    for q in keystone:keystone/configure_db keystone:keystone/register-endpoint \
+             keystone:keystone/create-admin-tenant glance-common:glance/configure_db \
+             glance-api:glance/register-endpoint placement-common:placement/configure_db \
+             placement-api:placement/register-endpoint nova-common:nova/configure_db \
+             nova-api:nova/register-endpoint neutron-common:neutron/configure_db \
+             neutron-server:neutron/register-endpoint; do
+        echo "${q%%:*} ${q#*:} boolean false" | debconf-set-selections 2>/dev/null || true
     done
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

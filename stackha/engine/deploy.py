@@ -3,7 +3,9 @@
 A :class:`Deployment` is one named cloud on the machines of one
 :class:`~stackha.hosts.provider.Provider` (a lab, or machines reached over SSH from an inventory);
 the engine talks to the provider and the hosts through their interfaces only.  ``deploy`` runs the
-plan application by application: each operator's ``apply`` is idempotent, so deploying the same
+plan's applications concurrently where the plan allows it (:meth:`stackha.plan.Plan.ready`: every
+dependency and every lower tier finished; at most :data:`DEPLOY_WORKERS` at once): each operator's
+``apply`` is idempotent, so deploying the same
 bundle again changes nothing and says so.  A failed application leaves its units in ``error`` with
 the message, and every application that depends on it waits (``waiting``) rather than being
 half-applied; ``stackha resolved UNIT`` deploys again from there.
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import threading
 import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -28,6 +32,7 @@ from stackha.plan import Plan, build_plan
 from stackha.services import operator_for
 from stackha.services.base import AppContext, AppStatus, Unit, UnitStatus, WorkloadState
 
+DEPLOY_WORKERS = 4  # applications applied at once (bench/deploy.py measures the effect)
 SETTLE_S = 30.0  # how long a deploy waits for "waiting" units to settle once everything is applied
 LB_KINDS = ("haproxy",)
 VIP_KINDS = ("keepalived", "hacluster")
@@ -60,6 +65,7 @@ class DeployReport:
     failed: dict[str, str] = field(default_factory=dict)
     waiting: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    app_seconds: dict[str, float] = field(default_factory=dict)  # apply time per application, s
 
     @property
     def changed(self) -> bool:
@@ -271,27 +277,33 @@ class Deployment:
         plan = self.plan()
         ctxs = self.contexts()
         blocked: set[str] = set()
-        for name in plan.order:
+        finished: set[str] = set()
+        lock = threading.Lock()
+        todo = [n for n in plan.order if only is None or n in only]
+        # Applications outside ``only`` are treated as deployed already.
+        finished.update(n for n in plan.order if n not in todo)
+
+        def gate(name: str) -> bool:
+            """Record an application that cannot be applied; True when it was gated."""
             ctx = ctxs[name]
-            if only is not None and name not in only:
-                continue
             waiting_on = sorted(plan.dependencies(name) & blocked)
             if waiting_on:
                 msg = f"waiting for {', '.join(waiting_on)}"
-                self._set_units(ctx, WorkloadState.WAITING, msg)
-                report.waiting[name] = msg
-                blocked.add(name)
-                progress(name, msg)
-                continue
+            elif operator_for(ctx.kind) is None:
+                msg = f"stackha cannot deploy charm {self.bundle.applications[name].charm} yet"
+            else:
+                return False
+            state = WorkloadState.WAITING if waiting_on else WorkloadState.BLOCKED
+            self._set_units(ctx, state, msg)
+            report.waiting[name] = msg
+            blocked.add(name)
+            progress(name, msg)
+            return True
+
+        def run(name: str) -> None:
+            ctx = ctxs[name]
             op = operator_for(ctx.kind)
-            if op is None:
-                charm = self.bundle.applications[name].charm
-                msg = f"stackha cannot deploy charm {charm} yet"
-                self._set_units(ctx, WorkloadState.BLOCKED, msg)
-                report.waiting[name] = msg
-                blocked.add(name)
-                progress(name, msg)
-                continue
+            started = time.monotonic()
             progress(name, "deploying")
             self._set_units(ctx, WorkloadState.MAINTENANCE, "deploying", only_if_new=True)
             try:
@@ -299,25 +311,57 @@ class Deployment:
             except Exception as exc:  # an operator failure is recorded on its units, never raised
                 msg = f"{type(exc).__name__}: {exc}".strip()
                 self.store.event(name, "apply failed: " + traceback.format_exc(limit=3)[-2000:])
-                unit = getattr(exc, "unit", None)
-                self._set_units(ctx, WorkloadState.ERROR, msg, unit=unit)
-                report.failed[name] = msg
-                blocked.add(name)
+                self._set_units(ctx, WorkloadState.ERROR, msg, unit=getattr(exc, "unit", None))
+                with lock:
+                    report.failed[name] = msg
+                    blocked.add(name)
                 progress(name, "error: " + msg)
-                continue
-            report.changes[name] = list(changes)
+                return
+            finally:
+                report.app_seconds[name] = time.monotonic() - started
             for c in changes:
                 self.store.event(name, c)
             status = self.observe_app(ctx, op)
             broken = [u for u in status.units if u.state in (WorkloadState.ERROR, WorkloadState.BLOCKED)]
             pending = [u for u in status.units if u.state in (WorkloadState.WAITING, WorkloadState.MAINTENANCE)]
-            if broken:
-                report.failed[name] = "; ".join(f"{u.unit}: {u.state.value} {u.message}" for u in broken)
-                blocked.add(name)
-            elif pending:
-                # Juju's "waiting": on something deployed later (HAProxy waits for its backends).
-                report.waiting[name] = "; ".join(f"{u.unit}: {u.message}" for u in pending)
+            with lock:
+                report.changes[name] = list(changes)
+                if broken:
+                    report.failed[name] = "; ".join(f"{u.unit}: {u.state.value} {u.message}" for u in broken)
+                    blocked.add(name)
+                elif pending:
+                    # Juju's "waiting": on something deployed later (HAProxy waits for its backends).
+                    report.waiting[name] = "; ".join(f"{u.unit}: {u.message}" for u in pending)
             progress(name, f"{len(changes)} change(s)" if changes else "no changes")
+
+        # Applications whose dependencies (relations, and every lower tier) have finished run
+        # concurrently, at most DEPLOY_WORKERS at a time: operators touch only their own units'
+        # files and daemons, and the state store serialises its writes.
+        running: dict[Future, str] = {}
+        with ThreadPoolExecutor(max_workers=DEPLOY_WORKERS, thread_name_prefix="deploy") as pool:
+            while todo or running:
+                for name in list(todo):
+                    with lock:
+                        ready = plan.ready(name, finished | blocked)
+                    if not ready:
+                        continue
+                    todo.remove(name)
+                    with lock:
+                        gated = gate(name)
+                        if gated:
+                            finished.add(name)
+                    if not gated:
+                        running[pool.submit(run, name)] = name
+                if not running:
+                    if todo:  # cannot happen for an acyclic plan; never spin
+                        raise RuntimeError(f"deploy plan stuck on {', '.join(todo)}")
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = running.pop(fut)
+                    fut.result()
+                    with lock:
+                        finished.add(name)
         # Applications that waited on later ones are observed again once everything is applied,
         # until they settle (a load balancer marks a new backend UP after its `rise` checks).
         settle_end = time.monotonic() + SETTLE_S

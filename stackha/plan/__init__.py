@@ -36,6 +36,17 @@ class Plan:
 
     order: list[str]
     graph: nx.DiGraph = field(repr=False)
+    tiers: dict[str, int] = field(default_factory=dict)
+
+    def ready(self, app: str, finished: set[str]) -> bool:
+        """Whether ``app`` may start once the applications in ``finished`` are done: all its
+        dependencies and every application of a lower (effective) tier have finished.  The tier
+        barrier keeps DESIGN.md's order for applications without a relation (a VIP before the
+        identity service that registers endpoints on it)."""
+        if not self.dependencies(app) <= finished:
+            return False
+        t = self.tiers.get(app, DEFAULT_TIER)
+        return all(o in finished for o, ot in self.tiers.items() if ot < t and o != app)
 
     def dependants(self, app: str) -> set[str]:
         """Every application that must wait for ``app`` (transitively)."""
@@ -69,9 +80,27 @@ def build_plan(bundle) -> Plan:
             g.add_edge(rel.a, rel.b)
         elif tb < ta:
             g.add_edge(rel.b, rel.a)
+        elif (b.kind or "") in _depends_on(a.kind):  # same tier: a calls b (glance → swift-proxy)
+            g.add_edge(rel.b, rel.a)
+        elif (a.kind or "") in _depends_on(b.kind):
+            g.add_edge(rel.a, rel.b)
     try:
         order = list(nx.lexicographical_topological_sort(g, key=lambda n: (tier(apps[n].kind), list(apps).index(n))))
     except nx.NetworkXUnfeasible:
         cycle = nx.find_cycle(g)
         raise InvalidInput(f"relations form a dependency cycle: {' -> '.join(a for a, _ in cycle)}") from None
-    return Plan(order=order, graph=g)
+    # A subordinate deploys with (after) its principal: its effective tier is at least the
+    # principal's, so the tier barrier never holds a principal back for its own subordinate.
+    tiers = {n: tier(apps[n].kind) for n in order}
+    for n in order:
+        for p in g.predecessors(n):
+            if apps[n].subordinate and not apps[p].subordinate:
+                tiers[n] = max(tiers[n], tiers[p])
+    return Plan(order=order, graph=g, tiers=tiers)
+
+
+def _depends_on(kind: str | None) -> tuple[str, ...]:
+    from stackha.model.kinds import KINDS
+
+    info = KINDS.get(kind or "")
+    return info.depends_on if info is not None else ()

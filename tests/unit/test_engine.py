@@ -40,6 +40,36 @@ relations:
     assert order.index("haproxy") < order.index("keepalived")
 
 
+CLOUD = EXAMPLE.with_name("lab-cloud.yaml")
+
+
+def test_plan_ready_runs_independent_applications_of_one_tier_together():
+    plan = build_plan(load_bundle(CLOUD))
+    data = {"galera", "rabbitmq-server"}
+    # Galera and RabbitMQ (tier 1) start together; Swift storage (tier 2) waits for both.
+    assert plan.ready("galera", set()) and plan.ready("rabbitmq-server", set())
+    assert not plan.ready("swift-storage-z1", {"galera"})
+    assert plan.ready("swift-storage-z1", data)
+    # Same tier, no relation: placement, neutron and the Nova controller together; Glance stores
+    # its images in Swift (KindInfo.depends_on) so it waits for swift-proxy.
+    apis = data | {"swift-storage-z1", "swift-storage-z2", "swift-storage-z3", "haproxy",
+                   "keepalived", "keystone"}
+    for app in ("placement", "neutron-api", "nova-cloud-controller", "swift-proxy"):
+        assert plan.ready(app, apis), app
+    assert not plan.ready("glance", apis)
+    assert plan.ready("glance", apis | {"swift-proxy"})
+    # Compute hosts (tier 8) wait for every API service.
+    assert not plan.ready("nova-compute", apis | {"swift-proxy", "glance", "placement", "neutron-api"})
+
+
+def test_plan_subordinate_is_not_a_barrier_for_its_principal():
+    plan = build_plan(load_bundle(CLOUD))
+    assert plan.tiers["keepalived"] >= plan.tiers["haproxy"]
+    assert plan.ready("haproxy", {"galera", "rabbitmq-server", "swift-storage-z1", "swift-storage-z2",
+                                  "swift-storage-z3"})
+    assert not plan.ready("keepalived", {"galera", "rabbitmq-server"})
+
+
 @pytest.mark.parametrize("key,expected", [("0", "m0"), ("12", "m12"), ("1/lxd/0", "m1lxd0"),
                                           ("new:keystone/0", "nkeystone0")])
 def test_host_suffix(key, expected):
