@@ -36,6 +36,23 @@ Probes (``config["probe"]``):
   X-Auth-Token and X-Subject-Token (Keystone's identity API v3), both with ``?nocatalog`` (the
   catalog adds nothing to an HA measurement and costs Keystone CPU).
 
+The OpenStack API probes take one token with its catalog when they start (the public endpoint of
+their service type on the VIP) and a new one only after a 401, so they measure their service, not
+Keystone:
+
+- ``swift``: PUT of a unique 1 KiB object per operation into the run's container (Swift's object
+  API); acknowledged when the answer is 201 with the body's md5 as ETag.  ``swift-collect`` GETs
+  every acknowledged object and writes the ids read back with the same md5 to
+  ``config["output"]`` (an object missing or different is lost), then deletes them;
+- ``nova``: POST /servers (compute API 2.37, ``networks: none``, the run's image and flavor);
+  acknowledged when Nova answers 202 with a server id.  ``nova-collect`` polls every acknowledged
+  server until it is ACTIVE or ERROR (``build_timeout_s``) and writes the ids that settled
+  (a create Nova accepted and never finished is lost), then deletes the servers;
+- ``glance``: GET /v2/images/{id}/file of the run's image; acknowledged when the body's md5 is the
+  image's checksum;
+- ``neutron``: POST /v2.0/ports on the run's network, then DELETE of that port; acknowledged when
+  both answered (201, 204).
+
 Every loop is bounded by ``max_ops`` operations and ``duration_s`` seconds, and ends early when
 ``stop_file`` exists.
 """
@@ -416,7 +433,208 @@ def probe_keystone(cfg: dict, log: Log) -> str:
     return loop.reason
 
 
+# ----------------------------------------------------------------- OpenStack APIs
+class Cloud:
+    """A token with its catalog, taken once and again after a 401 (``config["keystone"]`` as for
+    the keystone probe); :meth:`call` sends one request to the public endpoint of a service type."""
+
+    def __init__(self, cfg: dict, service_type: str):
+        self.k = cfg["keystone"]
+        self.type = service_type
+        self.timeout = float(cfg.get("op_timeout_s", 10))
+        self.token: str | None = None
+        self.url = ""
+
+    def login(self) -> None:
+        k = self.k
+        body = json.dumps({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": k["user"], "domain": {"name": k.get("domain", "Default")}, "password": k["password"]}}},
+            "scope": {"project": {"name": k.get("project", "admin"), "domain": {"name": k.get("domain", "Default")}}},
+        }}).encode()
+        req = urllib.request.Request(k["url"].rstrip("/") + "/auth/tokens", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            catalog = json.loads(resp.read())["token"]["catalog"]
+            token = resp.headers.get("X-Subject-Token")
+        for svc in catalog:
+            if svc["type"] == self.type:
+                self.url = next(e["url"] for e in svc["endpoints"] if e["interface"] == "public").rstrip("/")
+                break
+        else:
+            raise RuntimeError(f"no {self.type} endpoint in the catalog")
+        self.token = token
+
+    def call(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+             ok: tuple[int, ...] = (200,)) -> tuple[int, dict, bytes]:
+        """One request; returns (status, headers, body); raises on a status outside ``ok``."""
+        for attempt in (0, 1):
+            if self.token is None:
+                self.login()
+            h = {"X-Auth-Token": self.token or "", **(headers or {})}
+            req = urllib.request.Request(self.url + path, data=body, method=method, headers=h)
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    data = resp.read()
+                    if resp.status not in ok:
+                        raise RuntimeError(f"{method} answered {resp.status}")
+                    return resp.status, resp.headers, data
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and attempt == 0:
+                    self.token = None
+                    continue
+                raise RuntimeError(f"HTTP {exc.code} {exc.reason}") from None
+        raise RuntimeError("unauthorised twice")
+
+
+def _api_loop(cfg: dict, log: Log, op: str, letter: str, fn) -> str:
+    """The operation loop of an API probe: ``fn(oid) -> dict`` (extra fields) per operation,
+    acknowledged when it returns, failed when it raises."""
+    loop = Loop(cfg)
+    while loop.next():
+        oid = f"{cfg['run']}-{letter}{loop.n:06d}"
+        rec = {"probe": cfg["probe"], "op": op, "id": oid, "start": time.time()}
+        try:
+            rec.update(timed(lambda: fn(oid), float(cfg.get("op_timeout_s", 10))) or {}, ok=True)
+        except Exception as exc:
+            rec.update(ok=False, error=describe(exc))
+        rec["end"] = time.time()
+        log.write(rec)
+    return loop.reason
+
+
+def probe_swift(cfg: dict, log: Log) -> str:
+    import hashlib
+
+    cloud = Cloud(cfg, "object-store")
+    container = cfg["swift"]["container"]
+    _retrying(cfg, lambda: cloud.call("PUT", f"/{container}", b"", ok=(201, 202)))
+
+    def put(oid: str) -> dict:
+        body = os.urandom(1024)
+        md5 = hashlib.md5(body).hexdigest()
+        _, headers, _ = cloud.call("PUT", f"/{container}/{oid}", body, {"ETag": md5}, ok=(201,))
+        if (headers.get("ETag") or "").strip('"') != md5:
+            raise RuntimeError(f"ETag {headers.get('ETag')} is not the body's md5")
+        return {"md5": md5}
+
+    return _api_loop(cfg, log, "put", "s", put)
+
+
+def _acked(cfg: dict) -> list[dict]:
+    with open(cfg["probe_log"]) as f:
+        recs = [json.loads(line) for line in f if line.strip().startswith("{")]
+    return [r for r in recs if r.get("ok") and "op" in r]
+
+
+def swift_collect(cfg: dict, log: Log) -> str:
+    import hashlib
+
+    cloud = Cloud(cfg, "object-store")
+    container = cfg["swift"]["container"]
+    kept: list[str] = []
+    for r in _acked(cfg):
+        def get(r: dict = r) -> bool:
+            try:
+                _, _, body = cloud.call("GET", f"/{container}/{r['id']}")
+            except RuntimeError as exc:
+                if "HTTP 404" in str(exc):
+                    return False
+                raise
+            return hashlib.md5(body).hexdigest() == r["md5"]
+        if _retrying(cfg, get):
+            kept.append(r["id"])
+    with open(cfg["output"], "w") as f:
+        json.dump({"ids": kept}, f)
+    for r in _acked(cfg):
+        try:
+            cloud.call("DELETE", f"/{container}/{r['id']}", ok=(204, 404))
+        except Exception:
+            pass
+    return "collected"
+
+
+NOVA_HEADERS = {"Content-Type": "application/json", "OpenStack-API-Version": "compute 2.37",
+                "X-OpenStack-Nova-API-Version": "2.37"}
+
+
+def probe_nova(cfg: dict, log: Log) -> str:
+    cloud = Cloud(cfg, "compute")
+    n = cfg["nova"]
+
+    def create(oid: str) -> dict:
+        body = json.dumps({"server": {"name": oid, "imageRef": n["image"], "flavorRef": n["flavor"],
+                                      "networks": "none"}}).encode()
+        _, _, data = cloud.call("POST", "/servers", body, NOVA_HEADERS, ok=(202,))
+        return {"server": json.loads(data)["server"]["id"]}
+
+    return _api_loop(cfg, log, "create", "n", create)
+
+
+def nova_collect(cfg: dict, log: Log) -> str:
+    cloud = Cloud(cfg, "compute")
+    acked = {r["server"]: r["id"] for r in _acked(cfg)}
+    settled: dict[str, str] = {}
+    end = time.monotonic() + float(cfg.get("build_timeout_s", 120))
+    while len(settled) < len(acked) and time.monotonic() < end:
+        for sid, oid in acked.items():
+            if sid in settled:
+                continue
+            try:
+                _, _, data = cloud.call("GET", f"/servers/{sid}", headers=NOVA_HEADERS)
+            except Exception:
+                continue  # not found yet, or the API is still recovering: ask again
+            status = json.loads(data)["server"]["status"]
+            if status in ("ACTIVE", "ERROR"):
+                settled[sid] = status
+        time.sleep(1)
+    with open(cfg["output"], "w") as f:
+        json.dump({"ids": [acked[s] for s in settled],
+                   "status": {acked[s]: st for s, st in settled.items()}}, f)
+    for sid in acked:
+        try:
+            cloud.call("DELETE", f"/servers/{sid}", headers=NOVA_HEADERS, ok=(204, 404))
+        except Exception:
+            pass
+    return "collected"
+
+
+def probe_glance(cfg: dict, log: Log) -> str:
+    import hashlib
+
+    cloud = Cloud(cfg, "image")
+    g = cfg["glance"]
+
+    def download(oid: str) -> dict:
+        _, _, body = cloud.call("GET", f"/v2/images/{g['image']}/file")
+        if hashlib.md5(body).hexdigest() != g["checksum"]:
+            raise RuntimeError("image body does not match its checksum")
+        return {}
+
+    return _api_loop(cfg, log, "download", "g", download)
+
+
+def probe_neutron(cfg: dict, log: Log) -> str:
+    cloud = Cloud(cfg, "network")
+    net = cfg["neutron"]["network"]
+
+    def port(oid: str) -> dict:
+        body = json.dumps({"port": {"network_id": net, "name": oid}}).encode()
+        _, _, data = cloud.call("POST", "/v2.0/ports", body, {"Content-Type": "application/json"}, ok=(201,))
+        pid = json.loads(data)["port"]["id"]
+        cloud.call("DELETE", f"/v2.0/ports/{pid}", ok=(204,))
+        return {}
+
+    return _api_loop(cfg, log, "port", "p", port)
+
+
 PROBES = {
+    "swift": probe_swift,
+    "swift-collect": swift_collect,
+    "nova": probe_nova,
+    "nova-collect": nova_collect,
+    "glance": probe_glance,
+    "neutron": probe_neutron,
     "mysql": probe_mysql,
     "mysql-setup": mysql_setup,
     "mysql-collect": mysql_collect,

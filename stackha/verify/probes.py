@@ -13,7 +13,11 @@ Probes and what they are given (from the operators, never printed):
 - ``amqp``: publisher + consumer with RabbitMQ's client user and every broker of the
   transport_url (``RabbitMQOperator.transport_url``), a quorum queue per run;
 - ``keystone``: the bootstrap admin (``KeystoneOperator.admin_password``) on the public URL on the
-  VIP (``KeystoneOperator.public_url``).
+  VIP (``KeystoneOperator.public_url``);
+- ``swift``, ``nova``, ``glance``, ``neutron``: the same admin; each takes its service's public
+  endpoint on the VIP from the catalog.  ``swift`` writes into a container of its own per run;
+  ``nova``, ``glance`` and ``neutron`` use :func:`stackha.verify.fixtures.compute_fixtures` (an
+  image, a flavor, a network), made once per deployment.
 """
 
 from __future__ import annotations
@@ -30,21 +34,32 @@ from stackha.verify import check
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
 BASE = "/srv/stackha/verify"
 AGENT_PATH = f"{BASE}/agent.py"
-PROBES = ("mysql", "amqp", "keystone")
+PROBES = ("mysql", "amqp", "keystone", "swift", "nova", "glance", "neutron")
 
 #: Seconds between operation starts, per probe: 50 ms resolution for the write gaps; token
 #: issue costs Keystone real CPU (two cores for the whole lab), so it runs 4 per second.
-INTERVALS = {"mysql": 0.05, "amqp": 0.05, "keystone": 0.25}
+INTERVALS = {"mysql": 0.05, "amqp": 0.05, "keystone": 0.25, "swift": 0.2, "nova": 2.0, "glance": 0.5,
+             "neutron": 0.5}
 #: Seconds one operation may take before it counts as failed.  A Galera commit stalls up to
 #: evs.suspect_timeout during a view change (LAB-NOTES: 3.3 s tuned, ≈ 6 s stock), so 3 s makes
 #: such a write fail (and show as failed-but-committed) rather than hide the stall.
-OP_TIMEOUTS = {"mysql": 3.0, "amqp": 3.0, "keystone": 10.0}
+OP_TIMEOUTS = {"mysql": 3.0, "amqp": 3.0, "keystone": 10.0, "swift": 10.0, "nova": 30.0, "glance": 10.0,
+               "neutron": 10.0}
+#: Seconds an accepted server create may take to end ACTIVE or ERROR before it counts as lost
+#: (issue 13: "never stuck in BUILD past a deadline").
+NOVA_BUILD_TIMEOUT_S = 120.0
 #: Acknowledged token operations the Keystone probe needs before the fault (each takes 1–7 s
 #: when the machine's two cores are shared with other labs).
 KEYSTONE_WARM_OK = 2
+#: Probes warmed up with :data:`KEYSTONE_WARM_OK` operations (the others need ``min_ok``): each
+#: of their operations costs seconds of the lab's CPU.
+SLOW_PROBES = ("keystone", "nova")
 #: Daemon names on the client host (one per probe process).
 DAEMONS = {"mysql": "vprobe-mysql", "amqp-publish": "vprobe-amqppub", "amqp-consume": "vprobe-amqpcon",
-           "keystone": "vprobe-keystone"}
+           "keystone": "vprobe-keystone", "swift": "vprobe-swift", "nova": "vprobe-nova",
+           "glance": "vprobe-glance", "neutron": "vprobe-neutron"}
+#: Probes whose acknowledged operations are read back after the run (``<probe>-collect``).
+STORED = ("swift", "nova")
 
 
 class ProbeError(UserError):
@@ -59,6 +74,7 @@ class ProbeData:
 
     records: dict[str, list[dict] | None] = field(default_factory=dict)
     mysql_ids: list[str] | None = None
+    stored_ids: dict[str, list[str] | None] = field(default_factory=dict)  # swift, nova: read back
     torn_lines: int = 0
     collect_error: str = ""
 
@@ -76,6 +92,14 @@ class ProbeData:
                                            since, until, fault_at)
         if "keystone" in self.records:
             out["keystone"] = check.check_keystone(self.records["keystone"], since, until, fault_at)
+        for name in STORED:
+            if name in self.records:
+                out[name] = check.check_stored(name, check.operations(self.records[name] or []),
+                                               self.stored_ids.get(name), since, until, fault_at)
+        for name in ("glance", "neutron"):
+            if name in self.records:
+                out[name] = check.check_calls(name, check.operations(self.records[name] or []),
+                                              since, until, fault_at)
         return out
 
 
@@ -90,6 +114,11 @@ def available_probes(deployment) -> list[str]:
         out.append("amqp")
     if "keystone" in kinds and kinds["keystone"].vip is not None:
         out.append("keystone")
+        for probe, kind in (("swift", "swift-proxy"), ("nova", "nova-compute"), ("glance", "glance"),
+                            ("neutron", "neutron-api")):
+            ctx = kinds.get(kind)
+            if ctx is not None and (ctx.vip is not None or kind == "nova-compute"):
+                out.append(probe)
     return out
 
 
@@ -176,6 +205,18 @@ class Probes:
                                     "duration_s": self.duration_s + 120, "max_ops": 10 ** 6}
         if "keystone" in self.probes:
             cfgs["keystone"] = {**self._common("keystone", "keystone"), "keystone": self._keystone_cfg(ctxs)}
+        fx = None
+        if {"nova", "glance", "neutron"} & set(self.probes):
+            from stackha.verify.fixtures import compute_fixtures
+
+            fx = compute_fixtures(self.d)
+        extra = {"swift": {"swift": {"container": f"stackha-verify-{self.run_id}"}},
+                 "nova": {"nova": {"image": fx and fx["image"], "flavor": fx and fx["flavors"][0]}},
+                 "glance": {"glance": {"image": fx and fx["image"], "checksum": fx and fx["checksum"]}},
+                 "neutron": {"neutron": {"network": fx and fx["network"]}}}
+        for name in ("swift", "nova", "glance", "neutron"):
+            if name in self.probes:
+                cfgs[name] = {**self._common(name, name), "keystone": self._keystone_cfg(ctxs), **extra[name]}
         for name, cfg in cfgs.items():
             self.client.write_file(f"{self.dir}/{name}.json", json.dumps(cfg), mode=0o600)
         self._configs = cfgs
@@ -194,7 +235,8 @@ class Probes:
     # ----------------------------------------------------------------- running
     def start(self) -> None:
         """Start one daemon per probe log (a leftover daemon of that name is stopped first)."""
-        order = [n for n in ("amqp-consume", "mysql", "amqp-publish", "keystone") if n in self._configs]
+        order = [n for n in ("amqp-consume", "mysql", "amqp-publish", "keystone", "swift", "nova", "glance",
+                             "neutron") if n in self._configs]
         for name in order:
             daemon = DAEMONS[name]
             if self.client.daemon(daemon) is not None:
@@ -225,7 +267,7 @@ class Probes:
         t0 = time.monotonic()
 
         def enough(name: str) -> int:
-            return min(min_ok, KEYSTONE_WARM_OK) if name == "keystone" else min_ok
+            return min(min_ok, KEYSTONE_WARM_OK) if name in SLOW_PROBES else min_ok
 
         while True:
             counts = self.successes()
@@ -263,7 +305,8 @@ class Probes:
         drain file lets the consumer empty the queue (≤ ``drain_deadline_s``).  Daemons still
         running after that are stopped."""
         self.client.write_file(self.stop_file, "stop\n")
-        left = self._wait_exit(["mysql", "amqp-publish", "keystone"], 30)
+        left = self._wait_exit(["mysql", "amqp-publish", "keystone", "swift", "nova", "glance", "neutron"],
+                               OP_TIMEOUTS["nova"] + 10)
         self.client.write_file(self.drain_file, "drain\n")
         left += self._wait_exit(["amqp-consume"], drain_deadline_s)
         for name in left:
@@ -288,7 +331,26 @@ class Probes:
                 data.mysql_ids = json.loads(raw)["ids"]
             else:
                 data.collect_error = self._tail("mysql-collect")
+        for name in STORED:
+            if name in self._configs:
+                data.stored_ids[name] = self._collect_stored(name, deadline_s)
         return data
+
+    def _collect_stored(self, name: str, deadline_s: float) -> list[str] | None:
+        """Run ``<name>-collect`` on the client: the acknowledged operations' ids read back (Swift:
+        same md5; Nova: the server settled ACTIVE or ERROR), None when it could not run."""
+        out = f"{self.dir}/{name}-ids.json"
+        budget = NOVA_BUILD_TIMEOUT_S if name == "nova" else deadline_s
+        cfg = {**self._configs[name], "probe": f"{name}-collect", "log": f"{self.dir}/{name}-collect.jsonl",
+               "probe_log": self.log_path(name), "duration_s": deadline_s, "build_timeout_s": budget,
+               "output": out}
+        self.client.write_file(f"{self.dir}/{name}-collect.json", json.dumps(cfg), mode=0o600)
+        res = self.client.run([self.python, AGENT_PATH, f"{self.dir}/{name}-collect.json"],
+                              timeout=budget + deadline_s + 300)
+        raw = self.client.read_file(out)
+        if not res.ok or raw is None:
+            return None
+        return json.loads(raw)["ids"]
 
     def save_logs(self, dest: Path) -> None:
         """Copy the JSONL logs (no secrets in them) to ``dest`` on this machine."""

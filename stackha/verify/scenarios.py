@@ -191,10 +191,37 @@ class Scenario:
     hold_s: float
     expectations: tuple[Expectation, ...] = ()
     needs: tuple[str, ...] = ()  # application kinds the scenario needs
+    #: probes beyond the data path's (mysql, amqp, keystone) that the scenario runs where the
+    #: cloud has them (:func:`stackha.verify.probes.available_probes`)
+    probes: tuple[str, ...] = ()
 
 
-def _kill(kind: str, pick: Callable) -> Callable[..., Fault]:
-    return lambda d, probes: KillDaemon(pick(d, probes), _daemon(kind))
+BASE_PROBES = ("mysql", "amqp", "keystone")
+
+
+def scenario_probes(d, s: Scenario) -> list[str]:
+    """The probes scenario ``s`` runs on ``d``: the data path's and its own, where available."""
+    from stackha.verify.probes import available_probes
+
+    return [p for p in available_probes(d) if p in BASE_PROBES or p in s.probes]
+
+
+def _kill(kind: str, pick: Callable, daemon: str | None = None) -> Callable[..., Fault]:
+    return lambda d, probes: KillDaemon(pick(d, probes), daemon or _daemon(kind))
+
+
+def first_unit(kind: str) -> Callable[..., Host]:
+    """A picker: the host of the first unit of ``kind`` that is on."""
+    def pick(d, probes) -> Host:
+        ctx = _ctx(d, kind)
+        for u in ctx.units:
+            if u.host.is_on():
+                return u.host
+        raise UserError(f"no unit of {ctx.name} is on")
+    return pick
+
+
+COMPUTE_PROBES = ("nova", "glance", "neutron")
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
@@ -221,6 +248,30 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              ("galera",)),
     Scenario("lb-link-flap", "flap the VIP holder's link 3× (1 s down, 2 s up)",
              lambda d, p: LinkFlap(vip_holder(d, p), count=3, down_s=1.0, up_s=2.0), 2.0, (), ("haproxy",)),
+    Scenario("swift-zone-poweroff", "power off the storage host of Swift's first zone for 20 s",
+             lambda d, p: PowerOff([machine_of(d, first_unit("swift-storage")(d, p))]), 20.0,
+             (Expectation("swift", "failed", 0, "a Swift zone lost: 0 failed PUTs"),),
+             ("swift-storage", "swift-proxy"), ("swift",)),
+    Scenario("swift-proxy-kill", "kill -9 the first swift-proxy unit's proxy server",
+             _kill("swift-proxy", first_unit("swift-proxy"), "swift-proxy"), 10.0,
+             (Expectation("swift", "failed", 0, "a Swift proxy lost: 0 failed PUTs"),
+              Expectation("swift", "longest_gap_ms", 2000, "a Swift proxy lost: PUT gap ≤ 2.0 s")),
+             ("swift-proxy",), ("swift",)),
+    Scenario("nova-conductor-kill", "kill -9 nova-conductor on the first controller during server creates",
+             _kill("nova-cloud-controller", first_unit("nova-cloud-controller"), "nova-conductor"), 10.0,
+             (Expectation("nova", "failed", 0, "a conductor lost: 0 failed server creates"),),
+             ("nova-cloud-controller", "nova-compute"), COMPUTE_PROBES),
+    Scenario("controller-poweroff-compute", "power off the first controller during a burst of server "
+             "creates, image downloads and port creates",
+             lambda d, p: PowerOff([machine_of(d, first_unit("nova-cloud-controller")(d, p))]), 15.0,
+             (Expectation("nova", "failed", 0, "controller loss: 0 failed server creates"),
+              Expectation("glance", "failed", 0, "controller loss: 0 failed image downloads"),
+              Expectation("neutron", "failed", 0, "controller loss: 0 failed port creates")),
+             ("nova-cloud-controller", "nova-compute"), COMPUTE_PROBES),
+    Scenario("rabbit-node-kill-compute", "kill -9 a RabbitMQ node during server creates",
+             _kill("rabbitmq", first_unit("rabbitmq")), 10.0,
+             (Expectation("nova", "failed", 0, "RabbitMQ node loss: 0 failed server creates"),),
+             ("rabbitmq", "nova-compute"), ("nova",)),
     Scenario("cold-start", "power off every controller at once, then power them all on",
              lambda d, p: cold_start(controllers(d)), 5.0,
              (Expectation("keystone", "first_success_s", 60, "cold start: token issue ≤ 60 s after power-on"),),
@@ -298,7 +349,7 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
     rep = RunReport(scenario=s.name, run=run, run_id=run_id, lab=d.name, tuning=d.tuning, started=time.time(),
                     description=s.description, hold_s=s.hold_s)
     out_dir.mkdir(parents=True, exist_ok=True)
-    probes = Probes(d, run_id, probe_names)
+    probes = Probes(d, run_id, probe_names if probe_names is not None else scenario_probes(d, s))
     fault: Fault | None = None
     try:
         statuses = d.status()
@@ -331,13 +382,16 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
             rep.fault_to_recovered_s = round(time.time() - t_fault, 2)
         rep.events = [e.to_dict() for e in events]
         time.sleep(POST_S)  # traffic after recovery: the probes must succeed again
-        say("stopping probes, draining the queue, reading the MySQL ids back")
+        say("stopping probes, draining the queue, reading acknowledged writes back")
         t_stop = time.time()  # the window's end: a probe log ending before it is truncated
         probes.stop()
         data = probes.collect()
         probes.save_logs(out_dir / run_id)
         results = data.results(since=t_fault - BASELINE_S, until=t_stop, fault_at=t_fault)
         rep.probes = {k: v.to_dict() for k, v in results.items()}
+        lost_reads = [n for n, ids in data.stored_ids.items() if ids is None]
+        if lost_reads:
+            rep.extra["unread_final_state"] = lost_reads
         if data.collect_error:
             rep.extra["mysql_collect_error"] = data.collect_error
         if data.torn_lines:

@@ -49,6 +49,20 @@ def deployed(bundle: Path, tmp_path_factory, letter: str, vip_app: str = "haprox
         teardown(prefix, state)
 
 
+def reused(spec: str) -> dict:
+    """A cloud deployed by hand, named by ``PREFIX:STATE_DIR`` (``STACKHA_TEST_REUSE``): the
+    same dict as :func:`deployed` without ``report``; it is left up."""
+    from stackha import cli
+    from stackha.engine.deploy import Deployment
+
+    prefix, _, state = spec.partition(":")
+    if not state:
+        pytest.fail("STACKHA_TEST_REUSE must be PREFIX:STATE_DIR")
+    cli.settings.state_dir = Path(state)
+    return {"prefix": prefix, "state": Path(state), "report": None, "seconds": 0.0,
+            "d": Deployment.open(prefix, Path(state))}
+
+
 def ctx(d, kind: str):
     """The (first) application context of ``kind``."""
     return next(c for c in d.contexts().values() if c.kind == kind)

@@ -68,6 +68,10 @@ HEARTBEAT = {"stackha": {"report_interval": 2, "service_down_time": 10},
              "stock": {"report_interval": 10, "service_down_time": 60}}
 
 
+#: Seconds the Nova controller waits for Placement's endpoint before its workers start.
+PLACEMENT_WAIT_S = 300.0
+
+
 def _heartbeat(app: AppContext) -> dict[str, int]:
     return HEARTBEAT.get(app.tuning, HEARTBEAT["stackha"])
 
@@ -81,7 +85,7 @@ class NovaControllerOperator(OpenStackServiceOperator):
         return {**super().values(app), **_heartbeat(app), "workers": int(app.options.get("workers", 1)),
                 "metadata_secret": app.secrets.get("metadata-secret")}
 
-    def sync(self, app: AppContext, leader: Unit) -> list[str]:
+    def cells_setup(self, app: AppContext, leader: Unit) -> list[str]:
         """The cells v2 set-up (module docstring), once per change of its inputs."""
         d = self.descriptor
         marker = f"{d.state_dir}/synced"
@@ -96,6 +100,26 @@ class NovaControllerOperator(OpenStackServiceOperator):
             self.run_as_service(leader, argv, timeout=900)
         leader.host.write_file(marker, inputs, mode=0o600)
         return [f"{leader.name}: nova api_db sync, cell0 and cell1 mapped, db sync"]
+
+    def sync(self, app: AppContext, leader: Unit) -> list[str]:
+        """The cells v2 set-up, then wait for Placement's endpoint: nova-scheduler exits at start
+        when the catalog has none (stackha deploys Placement beside Nova, not before it)."""
+        changes = self.cells_setup(app, leader)
+        if app.related_of_kind("placement"):
+            self.wait_for_service_type(app, "placement")
+        return changes
+
+    def wait_for_service_type(self, app: AppContext, service_type: str, deadline_s: float = PLACEMENT_WAIT_S) -> None:
+        """Poll Keystone's catalog until it lists ``service_type``; :class:`ServiceError` after
+        ``deadline_s`` (s)."""
+        from stackha.polling import WaitTimeout, wait_until
+
+        id_app, id_op = self.identity(app)
+        try:
+            wait_until(lambda: service_type in id_op.query(id_app, "service_types"), deadline_s, 2.0,
+                       what=f"{service_type} in the catalog", ignore=(HostError,))
+        except WaitTimeout as exc:
+            raise ServiceError(f"{app.name}: {exc}") from None
 
     def discover_hosts(self, app: AppContext) -> list[str]:
         """``nova-manage cell_v2 discover_hosts`` on the first unit that is on; what it mapped."""

@@ -9,7 +9,8 @@ and one JSON document on stdout.  Queries:
 
 - ``compute_services``: ``[{"host", "binary", "state" (up/down as Nova sees the heartbeats),
   "status" (enabled/disabled), "forced_down", "zone"}]`` (Nova ``GET /os-services``, microversion
-  2.11 for ``forced_down``).
+  2.11 for ``forced_down``);
+- ``service_types``: the service types in Keystone's catalog (``["compute", "identity", …]``).
 
 Exit 1 with a one-line message on stderr on failure.  Imports nothing from stackha.
 """
@@ -28,7 +29,11 @@ def compute_services(conn) -> list[dict]:
     return out
 
 
-QUERIES = {"compute_services": compute_services}
+def service_types(conn) -> list[str]:
+    return sorted({s.type for s in conn.identity.services()})
+
+
+QUERIES = {"compute_services": compute_services, "service_types": service_types}
 
 
 def main() -> int:

@@ -30,6 +30,21 @@ import json
 import sys
 
 
+def made(find, create):
+    """``create()``, or what ``find()`` gives when another registration (stackha deploys services
+    concurrently) made it first — Keystone answers 409 Conflict for a project, user or role name
+    that exists."""
+    from openstack import exceptions as sdk_exc
+
+    try:
+        return create()
+    except sdk_exc.ConflictException:
+        found = find()
+        if found is None:
+            raise
+        return found
+
+
 def main() -> int:
     import openstack
     from keystoneauth1 import exceptions as ks_exc
@@ -42,8 +57,9 @@ def main() -> int:
     domain = conn.identity.find_domain(auth.get("user_domain_name", "Default")) or conn.identity.get_domain("default")
     project = conn.identity.find_project(req["project"], domain_id=domain.id)
     if project is None:
-        project = conn.identity.create_project(name=req["project"], domain_id=domain.id,
-                                               description="OpenStack service users")
+        project = made(lambda: conn.identity.find_project(req["project"], domain_id=domain.id),
+                       lambda: conn.identity.create_project(name=req["project"], domain_id=domain.id,
+                                                            description="OpenStack service users"))
         changes.append(f"created project {req['project']}")
     u = req["user"]
     user = conn.identity.find_user(u["name"], domain_id=domain.id)
@@ -63,7 +79,7 @@ def main() -> int:
     for name in req["roles"]:
         role = conn.identity.find_role(name)
         if role is None:
-            role = conn.identity.create_role(name=name)
+            role = made(lambda: conn.identity.find_role(name), lambda: conn.identity.create_role(name=name))
             changes.append(f"created role {name}")
         assigned = list(conn.identity.role_assignments(user_id=user.id, scope_project_id=project.id,
                                                        role_id=role.id))
