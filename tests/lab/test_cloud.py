@@ -203,10 +203,36 @@ def test_compute_boot_list_show_delete(d, compute):
     boot_five(d, compute, "base")
 
 
+def wait_marked_down(d, victim) -> float:
+    """Seconds until every load balancer that is on has marked every server on ``victim`` (its
+    address) not UP — the point from which HAProxy sends nothing to it (the gap before it is what
+    ``stackha verify --scenario controller-poweroff`` measures)."""
+    from stackha.services.haproxy import _is_up, _stats
+
+    t0 = time.monotonic()
+    addr = str(victim.address)
+
+    def marked() -> bool:
+        for u in ctx(d, "haproxy").units:
+            if not u.host.is_on():
+                continue
+            rows = _stats(u.host)
+            if rows is None:
+                return False
+            ours = [r for r in rows if (r.get("addr") or "").split(":")[0] == addr]
+            if not ours or any(_is_up(r.get("status", "")) for r in ours):
+                return False
+        return True
+
+    wait_for(marked, 60, f"HAProxy marking {victim.name}'s servers down", interval_s=0.2)
+    return time.monotonic() - t0
+
+
 def test_compute_after_a_controller_power_off(d, compute):
     victim = ctx(d, "nova-cloud-controller").units[0].host.machine()
     victim.power_off()
     try:
+        print(f"\n{victim.name} off: HAProxy marked its servers down in {wait_marked_down(d, victim):.1f} s")
         boot_five(d, compute, "ctl-off")
     finally:
         victim.power_on()
@@ -217,8 +243,16 @@ def test_compute_after_the_vip_holder_power_off(d, compute):
     from stackha.verify.scenarios import vip_holder
 
     holder = vip_holder(d, None).machine()
+    t0 = time.monotonic()
     holder.power_off()
     try:
+        def moved():
+            try:
+                return vip_holder(d, None).machine().name != holder.name
+            except Exception:  # no holder yet
+                return False
+        wait_for(moved, 30, "the VIP on the other load balancer", interval_s=0.1)
+        print(f"\n{holder.name} off: VIP held by the other load balancer after {time.monotonic() - t0:.1f} s")
         boot_five(d, compute, "vip-off")
     finally:
         holder.power_on()

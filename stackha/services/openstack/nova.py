@@ -102,22 +102,23 @@ class NovaControllerOperator(OpenStackServiceOperator):
         return [f"{leader.name}: nova api_db sync, cell0 and cell1 mapped, db sync"]
 
     def sync(self, app: AppContext, leader: Unit) -> list[str]:
-        """The cells v2 set-up, then wait for Placement's endpoint: nova-scheduler exits at start
-        when the catalog has none (stackha deploys Placement beside Nova, not before it)."""
+        """The cells v2 set-up, then wait for Placement to serve through the VIP: nova-scheduler
+        exits at start when Placement has no endpoint, or one that does not answer (stackha
+        deploys Placement beside Nova, not before it)."""
         changes = self.cells_setup(app, leader)
         if app.related_of_kind("placement"):
-            self.wait_for_service_type(app, "placement")
+            self.wait_for_placement(app)
         return changes
 
-    def wait_for_service_type(self, app: AppContext, service_type: str, deadline_s: float = PLACEMENT_WAIT_S) -> None:
-        """Poll Keystone's catalog until it lists ``service_type``; :class:`ServiceError` after
-        ``deadline_s`` (s)."""
+    def wait_for_placement(self, app: AppContext, deadline_s: float = PLACEMENT_WAIT_S) -> None:
+        """Poll until Placement answers through its catalog endpoint (:mod:`.query`'s
+        ``placement_ready``); :class:`ServiceError` after ``deadline_s`` (s)."""
         from stackha.polling import WaitTimeout, wait_until
 
         id_app, id_op = self.identity(app)
         try:
-            wait_until(lambda: service_type in id_op.query(id_app, "service_types"), deadline_s, 2.0,
-                       what=f"{service_type} in the catalog", ignore=(HostError,))
+            wait_until(lambda: id_op.query(id_app, "placement_ready") is True, deadline_s, 2.0,
+                       what="Placement answering through the VIP", ignore=(HostError,))
         except WaitTimeout as exc:
             raise ServiceError(f"{app.name}: {exc}") from None
 

@@ -10,7 +10,9 @@ and one JSON document on stdout.  Queries:
 - ``compute_services``: ``[{"host", "binary", "state" (up/down as Nova sees the heartbeats),
   "status" (enabled/disabled), "forced_down", "zone"}]`` (Nova ``GET /os-services``, microversion
   2.11 for ``forced_down``);
-- ``service_types``: the service types in Keystone's catalog (``["compute", "identity", …]``).
+- ``service_types``: the service types in Keystone's catalog (``["compute", "identity", …]``);
+- ``placement_ready``: true when Placement answers ``GET /`` through its catalog endpoint (an
+  error — no endpoint, or nothing serving behind it yet — exits 1).
 
 Exit 1 with a one-line message on stderr on failure.  Imports nothing from stackha.
 """
@@ -33,7 +35,13 @@ def service_types(conn) -> list[str]:
     return sorted({s.type for s in conn.identity.services()})
 
 
-QUERIES = {"compute_services": compute_services, "service_types": service_types}
+def placement_ready(conn) -> bool:
+    """Placement answers its version document through its catalog endpoint (the VIP)."""
+    return conn.placement.get("/").status_code == 200
+
+
+QUERIES = {"compute_services": compute_services, "service_types": service_types,
+           "placement_ready": placement_ready}
 
 
 def main() -> int:
