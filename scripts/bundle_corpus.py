@@ -18,7 +18,10 @@ Every ``*.yaml``/``*.yml`` under the given directories is classified:
   ``stable/openstack-base/bundle.yaml``;
 - a *bundle* (a mapping with ``applications:`` or ``services:``) is analysed alone;
 - anything else (``charmcraft.yaml``, ``tests.yaml``, …) is skipped and listed;
-- a symlink to a file already analysed is counted once, as a duplicate.
+- a symlink to a file already analysed is counted once, as a duplicate: a bundle by the file it
+  resolves to, an overlay by that file *and its base* (the collection links one spaces overlay
+  into every ``openstack-base-*`` directory, meant for the bundle beside each link: each such
+  pair is analysed).
 
 Each analysis is a separate ``python -m stackha analyze`` process with a timeout.  The script
 prints one line per file (exit code, seconds, file), the counts by exit code, and for the exit
@@ -72,6 +75,35 @@ def base_for(overlay: Path, root: Path) -> Path | None:
     return default if default.is_file() else None
 
 
+def jobs(root: Path, dirs: list[str], counts: Counter[str]) -> list[tuple[str, list[Path]]]:
+    """(label, [bundle] or [base, "--overlay", overlay]) for each analysis to run, in path order;
+    skipped files and duplicates are counted in ``counts`` and skips printed."""
+    files = sorted(p for d in dirs for p in (root / d).rglob("*")
+                   if p.suffix in (".yaml", ".yml") and p.is_file())
+    seen: set[tuple[Path, Path | None]] = set()
+    out: list[tuple[str, list[Path]]] = []
+    for path in files:
+        rel = path.relative_to(root)
+        kind = classify(path)
+        base = base_for(path, root) if kind == "overlay" else None
+        key = (path.resolve(), base.resolve() if base else None)
+        if key in seen:
+            counts["duplicate (symlink)"] += 1
+            continue
+        seen.add(key)
+        if kind.startswith("skip:"):
+            counts["skipped"] += 1
+            print(f"skip  {rel} ({kind[5:]})")
+        elif kind == "overlay" and base is None:
+            counts["skipped"] += 1
+            print(f"skip  {rel} (no base bundle for this overlay)")
+        elif kind == "overlay":
+            out.append((f"{base.relative_to(root)} --overlay {rel}", [base, Path("--overlay"), path]))
+        else:
+            out.append((str(rel), [path]))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkout", type=Path)
@@ -81,36 +113,12 @@ def main() -> int:
     args = ap.parse_args()
     root = args.checkout.resolve()
     show = {int(c) for c in args.show.split(",") if c}
-    files = sorted(p for d in args.dirs for p in (root / d).rglob("*")
-                   if p.suffix in (".yaml", ".yml") and p.is_file())
-    seen: dict[Path, Path] = {}
     counts: Counter[str] = Counter()
     shown: list[tuple[str, str]] = []
     bad = 0
-    for path in files:
-        rel = path.relative_to(root)
-        real = path.resolve()
-        if real in seen:
-            counts["duplicate (symlink)"] += 1
-            continue
-        seen[real] = path
-        kind = classify(path)
-        if kind.startswith("skip:"):
-            counts["skipped"] += 1
-            print(f"skip  {rel} ({kind[5:]})")
-            continue
-        argv = [sys.executable, "-m", "stackha", "analyze", "--format", "json"]
-        label = str(rel)
-        if kind == "overlay":
-            base = base_for(path, root)
-            if base is None:
-                counts["skipped"] += 1
-                print(f"skip  {rel} (no base bundle for this overlay)")
-                continue
-            argv += [str(base), "--overlay", str(path)]
-            label = f"{base.relative_to(root)} --overlay {rel}"
-        else:
-            argv.append(str(path))
+    for label, operands in jobs(root, args.dirs, counts):
+        argv = [sys.executable, "-m", "stackha", "analyze", "--format", "json", *map(str, operands)]
+        kind = "overlay" if len(operands) > 1 else "bundle"
         t0 = time.monotonic()
         try:
             r = subprocess.run(argv, capture_output=True, text=True, timeout=args.timeout)

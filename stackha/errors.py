@@ -18,8 +18,9 @@ Exit codes of every ``stackha`` command (the same table is in the README):
 code meaning
 ==== =======================================================================================
 0    clean: done, nothing to report
-1    findings (analyze: an error or warning; verify: a lost operation or a failed run) or an
-     operation that did not succeed for a reason the message gives (:class:`UserError`)
+1    findings (analyze: an error or warning; verify: a lost operation or a failed run, and
+     with ``--strict`` a missed target) or an operation that did not succeed for a reason the
+     message gives (:class:`UserError`)
 2    refused input (:class:`InvalidInput`, command-line usage errors); nothing was changed
 70   internal error: a bug in stackha (``EX_SOFTWARE`` of BSD's sysexits.h)
 130  interrupted (Ctrl-C)

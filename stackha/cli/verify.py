@@ -2,7 +2,9 @@
 accounting (see :mod:`stackha.verify.scenarios`).
 
 Exit code 1 when any run lost an acknowledged operation (or could not prove it did not: final
-state unreadable, a probe that never succeeded, a run that could not be carried out).
+state unreadable, a probe that never succeeded, a run that could not be carried out).  A missed
+target (a gap over its limit) is reported but exits 0, unless ``--strict``: then any missed
+target exits 1 as well (:func:`exit_code`).
 """
 
 from __future__ import annotations
@@ -82,15 +84,34 @@ def print_summary(rows: list[dict], reports) -> None:
             console.print(f"[red]{r.scenario} run {r.run}:[/] {r.error}")
 
 
+def missed_targets(reports) -> list[str]:
+    """``"<scenario>#<run>: <target> (<why>)"`` for every expectation a run did not meet."""
+    return [f"{r.scenario}#{r.run}: {e['target']} ({e.get('why', '')})"
+            for r in reports for e in r.expectations if not e["met"]]
+
+
+def exit_code(reports, strict: bool = False) -> int:
+    """1 when a run failed (an acknowledged operation lost, or no proof that none was), or —
+    with ``strict`` — when any target was missed; else 0."""
+    if any(r.failed for r in reports):
+        return 1
+    if strict and missed_targets(reports):
+        return 1
+    return 0
+
+
 def verify(
     lab: Optional[str] = typer.Option(None, "--lab", help="Lab prefix of the deployed cloud (required unless --list)."),
     scenario: List[str] = typer.Option([], "--scenario", help="Scenario name (repeatable); default: all that apply."),
     runs: int = typer.Option(1, "--runs", help="Runs per scenario (1-20)."),
     fmt: str = typer.Option("table", "--format", help="table or json"),
     list_only: bool = typer.Option(False, "--list", help="List the scenarios and exit."),
+    strict: bool = typer.Option(False, "--strict", help="Also exit 1 when any target is missed "
+                                "(default: exit 1 only when an acknowledged operation was lost or a run failed)."),
 ) -> None:
     """Inject faults into the deployed cloud while probes run; report gaps, failures and lost
-    acknowledged operations.  Exits 1 if any acknowledged operation was lost."""
+    acknowledged operations.  Exits 1 if any acknowledged operation was lost (or a run could not
+    prove none was); with --strict, also when any target is missed."""
     from stackha.engine.deploy import Deployment
     from stackha.verify import scenarios as sc
 
@@ -116,7 +137,8 @@ def verify(
     summary = {"lab": lab, "tuning": d.tuning, "runs": runs, "seconds": round(time.monotonic() - t0, 1),
                "summary": rows, "reports": [r.to_dict() for r in reports],
                "lost": sum(p["lost"] for r in reports for p in r.probes.values()),
-               "failing_runs": [f"{r.scenario}#{r.run}: {r.verdict}" for r in reports if r.failed]}
+               "failing_runs": [f"{r.scenario}#{r.run}: {r.verdict}" for r in reports if r.failed],
+               "missed_targets": missed_targets(reports), "strict": strict}
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     (out / f"summary-{stamp}.json").write_text(json.dumps(summary, indent=2, default=str))
     if fmt == "json":
@@ -133,8 +155,12 @@ def verify(
             console.print("[bold red]failing runs:[/] " + ", ".join(summary["failing_runs"]))
         else:
             console.print("[green]0 acknowledged operations lost[/]")
-    if summary["failing_runs"]:
-        raise typer.Exit(1)
+        if summary["missed_targets"]:
+            console.print(f"[{'bold red' if strict else 'yellow'}]{len(summary['missed_targets'])} target(s) missed[/]"
+                          + (" (--strict: exit 1)" if strict else " (exit 0 without --strict)"))
+    code = exit_code(reports, strict)
+    if code:
+        raise typer.Exit(code)
 
 
 def register(app: typer.Typer) -> None:

@@ -47,7 +47,9 @@ def cloud(tmp_path_factory):
     import yaml
 
     taken = {p.name for p in LEASE_DIR.iterdir()} if LEASE_DIR.is_dir() else set()
-    third = next(t for t in range(101, 256) if str(t) not in taken)
+    third = next((t for t in range(101, 256) if str(t) not in taken), None)
+    if third is None:
+        pytest.fail("no free /24 for a test lab")
     overlay = overlay_dir / "vip.yaml"
     overlay.write_text(yaml.safe_dump({"applications": {"haproxy": {"options": {"vip": f"198.18.{third}.250"}}}}))
     prefix = "td" + secrets.token_hex(3)
@@ -148,13 +150,16 @@ def openstack(d, *args, config="/srv/stackha/clouds.yaml", timeout=60):
 
 
 def until_ok(fn, deadline_s):
-    """Poll ``fn`` (→ CommandResult) until ok or the deadline; returns (result, seconds)."""
+    """Poll ``fn`` (→ CommandResult) until ok or the deadline; returns (last result, seconds)."""
     t0 = time.monotonic()
-    while True:
-        res = fn()
-        if res.ok or time.monotonic() - t0 > deadline_s:
-            return res, time.monotonic() - t0
-        time.sleep(0.5)
+    last = []
+
+    def ok():
+        last[:] = [fn()]
+        return last[0].ok
+
+    poll(ok, deadline_s, 0.5)
+    return last[0], time.monotonic() - t0
 
 
 def test_openstack_client_through_the_vip(cloud):
@@ -230,7 +235,8 @@ def test_killed_mariadbd_shows_within_5s_and_rejoins_by_ist(cloud):
 
     def unit_down():
         st = d.observe_app(galera)
-        return next(u for u in st.units if u.unit == victim.name).state.value != "active"
+        unit = next((u for u in st.units if u.unit == victim.name), None)  # missing: no evidence yet
+        return unit is not None and unit.state.value != "active"
 
     assert poll(unit_down, 5.0), "status still shows the killed unit active after 5 s"
     print(f"kill -9 seen by status after {time.monotonic() - t0:.2f} s")
@@ -310,18 +316,36 @@ print(json.dumps(acked))
     assert lost == [], f"{len(lost)} acknowledged rows lost of {len(acked)}"
 
 
+def lab_traces(prefix: str, state) -> list[str]:
+    """What a deploy under ``prefix`` left behind: a recorded deployment, a lab record, netns."""
+    import os
+
+    found = [f"deployment {prefix}"] if Deployment.exists(prefix, state) else []
+    found += [f"{sub}/{prefix}" for sub in ("deployments", "labs") if (state / sub / prefix).exists()]
+    if os.path.isdir("/run/netns"):
+        found += [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith(f"stackha-{prefix}-")]
+    return found
+
+
 def test_two_galera_units_or_a_vip_outside_the_lab_are_refused_before_anything_starts(cloud, tmp_path):
     text = EXAMPLE.read_text()
     two = tmp_path / "two.yaml"
     two.write_text(text.replace('num_units: 3\n    to: ["0", "1", "2"]\n  rabbitmq',
                                 'num_units: 2\n    to: ["0", "1"]\n  rabbitmq', 1))
     assert "num_units: 2" in two.read_text()
+    refused = "tref" + secrets.token_hex(2)  # a prefix no lab holds: the refusal must leave it unused
+    assert lab_traces(refused, cloud["state"]) == []
     with pytest.raises(InvalidInput, match="(?i)quorum"):
-        run_deploy(two, [], "tref" + secrets.token_hex(2), quiet=True)
+        run_deploy(two, [], refused, quiet=True)
+    assert lab_traces(refused, cloud["state"]) == [], "the refused deploy recorded or created something"
     outside = tmp_path / "outside.yaml"
     outside.write_text(text.replace("vip: 198.18.100.250", "vip: 198.18.99.250"))
-    before = sorted(h for h in cloud["d"].provider.hosts())
+    before_d = Deployment.open(cloud["prefix"], cloud["state"])
+    before = sorted(before_d.provider.hosts())
+    before_bundle = before_d.store.get("bundle")
+    assert before and before_bundle
     with pytest.raises(InvalidInput, match="outside"):
         run_deploy(outside, [], cloud["prefix"], quiet=True)
-    assert sorted(Deployment.open(cloud["prefix"], cloud["state"]).provider.hosts()) == before
-    assert not (cloud["state"] / "deployments").joinpath("tref").exists()
+    after = Deployment.open(cloud["prefix"], cloud["state"])
+    assert sorted(after.provider.hosts()) == before
+    assert after.store.get("bundle") == before_bundle, "the refused deploy re-recorded the bundle"

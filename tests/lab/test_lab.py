@@ -6,6 +6,7 @@ import ipaddress
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -278,4 +279,16 @@ def test_stackhas_own_python_runs_inside_hosts_wherever_the_checkout_is(lab_fact
     h = next(iter(lab.hosts.values()))
     res = h.run([sys.executable, "-c", "import stackha, pymysql, pika; print(stackha.__file__)"], timeout=60)
     assert res.ok, res.stderr
-    assert h.run("test -z \"$(ls -A /tmp)\" || ls -A /tmp").ok
+    # /tmp is the host's own (a fresh tmpfs): a file in the root namespace's /tmp is not seen
+    # there, nor one made there outside, and it holds nothing but the mount points of the
+    # checkout/venv passed through (CI clones under /tmp).
+    allowed = {Path(p).relative_to("/tmp").parts[0] for p in labmod.passthrough_paths()
+               if Path(p).is_relative_to("/tmp")}
+    with tempfile.NamedTemporaryFile(dir="/tmp", prefix="stackha-root-marker-") as marker:
+        listed = h.run(["ls", "-A", "/tmp"], check=True).stdout.split()
+        assert os.path.basename(marker.name) not in listed, "the host sees the root namespace's /tmp"
+        assert set(listed) <= allowed, f"host /tmp is not fresh: {sorted(set(listed) - allowed)}"
+        h.run(["touch", "/tmp/stackha-host-marker"], check=True)
+        assert not Path("/tmp/stackha-host-marker").exists(), "a file made in the host's /tmp appeared outside"
+        fs = h.run(["stat", "-f", "-c", "%T", "/tmp"], check=True).stdout.strip()
+        assert fs == "tmpfs", f"host /tmp is {fs}, not a tmpfs of its own"

@@ -4,7 +4,7 @@ Layout: h1, h2, h3 = cluster nodes (the ``web`` principal's units with the ``hac
 subordinate), h4 = client.  The service is test scaffolding: ``python3 -m http.server 8080`` serving
 ``/srv/web/index.html`` (which names the host), run by Pacemaker as an active/passive daemon
 resource colocated with the IPaddr2 VIP and started after it.  Clients GET ``http://VIP:8080/``
-from h4 (:class:`stackha.verify.pacemaker_scenarios.HttpProbe`).  Fencing is the lab's
+from h4 (:class:`stackha.verify.scenarios.HttpProbe`).  Fencing is the lab's
 ``fence_stackha_lab`` through the lab's fence gateway.  Gaps are printed, never asserted (DESIGN).
 """
 
@@ -21,7 +21,7 @@ from stackha.hosts import labfence
 from stackha.services import pacemaker as pm
 from stackha.services.base import AppContext, MemorySecrets, Unit, WorkloadState
 from stackha.services.pacemaker import HAClusterOperator
-from stackha.verify import pacemaker_scenarios as ps
+from stackha.verify import scenarios as ps
 import polling
 
 

@@ -21,7 +21,7 @@ from stackha.cli.deploy import run_deploy
 from stackha.engine.deploy import Deployment
 from stackha.hosts.lab import LEASE_DIR, teardown
 from stackha.services import operator_for
-from stackha.verify import pacemaker_scenarios as ps
+from stackha.verify import scenarios as ps
 
 BUNDLE = """
 series: bookworm

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stackha.verify import pacemaker_scenarios as ps
+from stackha.verify import scenarios as ps
 from stackha.verify.check import longest_gap, parse_jsonl
 
 
