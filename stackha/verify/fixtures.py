@@ -66,7 +66,7 @@ def compute_fixtures(d) -> dict:
                              ["flavor", "create", "--ram", "64", "--disk", "1", "--vcpus", "1", "--public", f])["id"]
                for f in FLAVORS]
     net = _show_or_make(d, f"network {NETWORK}", ["network", "show", NETWORK],
-                        ["network", "create", "--share", "--provider-network-type", "flat",
+                        ["network", "create", "--provider-network-type", "flat",
                          "--provider-physical-network", PHYSNET, NETWORK])
     _show_or_make(d, f"subnet of {NETWORK}", ["subnet", "show", NETWORK + "-subnet"],
                   ["subnet", "create", "--network", net["id"], "--subnet-range", SUBNET_RANGE, "--no-dhcp",
