@@ -207,6 +207,12 @@ class Host(abc.ABC):
         """Stop daemon ``name`` with signal ``sig`` (TERM, INT, KILL …), escalating to KILL after
         ``timeout`` s.  Returns True if it was running.  Raises :class:`HostDown`."""
 
+    def signal(self, name: str, sig: str = "TERM") -> bool:
+        """Send signal ``sig`` (TERM, KILL, STOP, CONT, HUP …) to daemon ``name``; True if it was
+        running.  Providers implement it (verify's kill -9 and freeze faults use it); raises
+        :class:`HostError` where a provider cannot."""
+        raise HostError(f"{self.name}: this provider cannot signal daemons")
+
     @abc.abstractmethod
     def processes(self) -> list[ProcessInfo]:
         """Every process of the host (as ``ps`` inside it sees them).  Empty when off."""

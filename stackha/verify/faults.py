@@ -13,7 +13,12 @@ Faults (seed 001 "Measuring HA"; DESIGN.md "verify"):
   down, addresses flushed — LAB-NOTES "Hosts"), power them on again in ``restore``; a cold start is
   a PowerOff of every controller at once (:func:`cold_start`);
 - :class:`Partition` — cut a host off the network while it keeps running, heal in ``restore``;
-- :class:`LinkFlap` — a bounded number of short partitions (down ``down_s``, up ``up_s``).
+- :class:`LinkFlap` — a bounded number of short partitions (down ``down_s``, up ``up_s``);
+- gray failures, which a liveness check does not see (issue 10): :class:`Freeze` — a daemon stopped
+  with SIGSTOP (its process and listening sockets stay, nothing answers), SIGCONT in ``restore``;
+  :class:`PacketLoss` — a share of every packet in and out of a host dropped (an nftables table with
+  ``numgen random``, removed in ``restore``).  Delay (tc netem) is not offered: the lab machine's
+  kernel has no ``sch_netem`` (``tc qdisc add … netem`` answers "Specified qdisc kind is unknown").
 """
 
 from __future__ import annotations
@@ -72,11 +77,7 @@ class KillDaemon(Fault):
     def inject(self) -> list[FaultEvent]:
         t = time.time()
         t0 = time.monotonic()
-        signal = getattr(self.host, "signal", None)
-        if signal is not None:
-            hit = signal(self.daemon, "KILL")
-        else:  # a provider without signal(): stop() with KILL is the same fault
-            hit = self.host.stop(self.daemon, sig="KILL", timeout=0.1)
+        hit = self.host.signal(self.daemon, "KILL")
         if not hit:
             raise HostError(f"{self.host.name}: daemon {self.daemon} is not running; nothing to kill")
         return [FaultEvent(t, f"kill -9 {self.daemon}", self.host.name, time.monotonic() - t0)]
@@ -180,6 +181,103 @@ class LinkFlap(Fault):
 
     def restore(self) -> list[FaultEvent]:
         return self._part.restore()
+
+
+class Freeze(Fault):
+    """SIGSTOP daemon ``daemon`` on ``host`` (a hung process: it keeps its PID, its sockets and its
+    TCP connections, the kernel still completes handshakes on its listening ports, but nothing is
+    ever answered); SIGCONT in ``restore``.  Raises :class:`HostError` if the daemon is not running."""
+
+    name = "freeze"
+
+    def __init__(self, host: Host, daemon: str):
+        self.host, self.daemon = host, daemon
+        self._stopped = False
+
+    def describe(self) -> str:
+        return f"SIGSTOP {self.daemon} on {self.host.name}"
+
+    def inject(self) -> list[FaultEvent]:
+        t = time.time()
+        if not self.host.signal(self.daemon, "STOP"):
+            raise HostError(f"{self.host.name}: daemon {self.daemon} is not running; nothing to freeze")
+        self._stopped = True
+        return [FaultEvent(t, f"SIGSTOP {self.daemon}", self.host.name)]
+
+    def restore(self) -> list[FaultEvent]:
+        if not self._stopped:
+            return []
+        t = time.time()
+        if self.host.is_on():
+            self.host.signal(self.daemon, "CONT")
+        self._stopped = False
+        return [FaultEvent(t, f"SIGCONT {self.daemon}", self.host.name)]
+
+
+LOSS_TABLE = "stackha_loss"
+
+
+class PacketLoss(Fault):
+    """Drop ``percent`` % of the packets entering and leaving ``host`` (nftables ``numgen random``
+    in a table of its own inside the host; SSH on port 22 is spared so a provider's own session
+    survives).  ``restore`` deletes the table.  Raises :class:`HostError` if nft refuses it."""
+
+    name = "packet loss"
+
+    def __init__(self, host: Host, percent: int = 30):
+        if not 1 <= percent <= 100:
+            raise ValueError(f"packet loss must be 1..100 %, not {percent}")
+        self.host, self.percent = host, percent
+        self._on = False
+
+    def describe(self) -> str:
+        return f"drop {self.percent} % of {self.host.name}'s packets"
+
+    def rules(self) -> str:
+        """The nftables script (``nft -f -``) that makes the loss."""
+        chains = []
+        for chain, hook, port in (("in", "input", "dport"), ("out", "output", "sport")):
+            chains.append(f"  chain {chain} {{\n    type filter hook {hook} priority 0; policy accept;\n"
+                          f"    tcp {port} 22 accept\n    numgen random mod 100 < {self.percent} drop\n  }}")
+        return f"table inet {LOSS_TABLE} {{\n" + "\n".join(chains) + "\n}\n"
+
+    def inject(self) -> list[FaultEvent]:
+        t = time.time()
+        self.host.run(["nft", "delete", "table", "inet", LOSS_TABLE], timeout=20)
+        res = self.host.run(["nft", "-f", "-"], input=self.rules(), timeout=20)
+        if not res.ok:
+            raise HostError(f"{self.host.name}: nft refused the packet-loss table: {res.stderr.strip()[-200:]}")
+        self._on = True
+        return [FaultEvent(t, f"{self.percent} % packet loss", self.host.name)]
+
+    def restore(self) -> list[FaultEvent]:
+        if not self._on:
+            return []
+        t = time.time()
+        if self.host.is_on():
+            self.host.run(["nft", "delete", "table", "inet", LOSS_TABLE], timeout=20)
+        self._on = False
+        return [FaultEvent(t, "packet loss removed", self.host.name)]
+
+
+class Together(Fault):
+    """Several faults injected one right after the other (a double fault) and restored in reverse."""
+
+    name = "double fault"
+
+    def __init__(self, faults: Sequence[Fault]):
+        if len(faults) < 2:
+            raise ValueError("Together needs at least two faults")
+        self.faults = list(faults)
+
+    def describe(self) -> str:
+        return " + ".join(f.describe() for f in self.faults)
+
+    def inject(self) -> list[FaultEvent]:
+        return [e for f in self.faults for e in f.inject()]
+
+    def restore(self) -> list[FaultEvent]:
+        return [e for f in reversed(self.faults) for e in f.restore()]
 
 
 def cold_start(controllers: Sequence[Host]) -> PowerOff:

@@ -48,10 +48,13 @@ from stackha.verify import check
 from stackha.verify.faults import (
     Fault,
     FaultEvent,
+    Freeze,
     KillDaemon,
     LinkFlap,
+    PacketLoss,
     Partition,
     PowerOff,
+    Together,
     cold_start,
     not_active_units,
     recover_until_active,
@@ -206,6 +209,9 @@ class Scenario:
     #: A scenario with a flow of its own (the Pacemaker ones): ``runner(d, s, run, out_dir, say)
     #: -> RunReport`` replaces the generic run (fault → hold → restore → recover → check).
     runner: Callable[..., "RunReport"] | None = None
+    #: A check made while the fault is held: ``during(d, fault, until) -> {"ok": bool, "problem":
+    #: str, "facts": dict}`` (``until`` the wall-clock end of the hold); not ok fails the run.
+    during: Callable[..., dict] | None = None
 
 
 BASE_PROBES = ("mysql", "amqp", "keystone")
@@ -233,6 +239,48 @@ def first_unit(kind: str) -> Callable[..., Host]:
     return pick
 
 
+def minority_stops_writes(d, fault: Fault, until: float, poll_s: float = 0.5) -> dict:
+    """During a partition of a Galera node's machine (the 1 of a 2|1 split): that node must leave
+    the Primary component and refuse a write (asked on the node itself, through its local socket —
+    the partition cuts the network, not the host).  ``{"ok", "problem", "facts": {"non_primary_after_s",
+    "write_refused", "error"}}``; not ok when the node stayed Primary or accepted the write before
+    ``until`` (wall clock).  Source: Galera's quorum rule (a minority component is non-Primary and
+    refuses queries: LAB-NOTES "Galera")."""
+    from stackha.services.galera import ROOT_CNF
+
+    host = getattr(fault, "host", None)
+    facts: dict[str, Any] = {}
+    if host is None:
+        return {"ok": False, "problem": "minority check: the fault names no host", "facts": facts}
+    t0 = time.time()
+    argv = ["mariadb", f"--defaults-file={ROOT_CNF}", "-N", "-B", "-e"]
+    status = ""
+    while time.time() < until:
+        try:
+            r = host.run([*argv, "SHOW GLOBAL STATUS LIKE 'wsrep_cluster_status'"], timeout=5)
+            status = r.stdout.split("\t")[-1].strip() if r.ok else f"error: {r.stderr.strip()[-120:]}"
+        except HostError as exc:
+            status = f"error: {exc}"
+        if status and status != "Primary":
+            facts["non_primary_after_s"] = round(time.time() - t0, 2)
+            facts["status"] = status
+            break
+        time.sleep(poll_s)
+    else:
+        return {"ok": False, "problem": f"{host.name}'s Galera node stayed Primary while cut off ({status})",
+                "facts": facts}
+    try:
+        w = host.run([*argv, "CREATE DATABASE IF NOT EXISTS stackha_minority_check"], timeout=10)
+        facts["write_refused"] = not w.ok
+        facts["error"] = (w.stderr or "").strip()[-160:]
+    except HostError as exc:  # a timeout also means no write was served
+        facts["write_refused"] = True
+        facts["error"] = str(exc)[-160:]
+    if not facts["write_refused"]:
+        return {"ok": False, "problem": f"{host.name}'s Galera node accepted a write while cut off", "facts": facts}
+    return {"ok": True, "problem": "", "facts": facts}
+
+
 COMPUTE_PROBES = ("nova", "glance", "neutron")
 
 
@@ -254,10 +302,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              _kill("rabbitmq", rabbit_leader), 10.0,
              (Expectation("amqp", "longest_gap_ms", 2000, "RabbitMQ node loss: confirm gap ≤ 2.0 s"),),
              ("rabbitmq",)),
-    Scenario("partition-controller", "cut the writer's controller off the network, heal after 20 s",
+    Scenario("partition-controller", "cut the writer's controller off the network (a 2|1 split; its Galera "
+             "node must leave the Primary component and refuse writes), heal after 20 s",
              lambda d, p: Partition(machine_of(d, galera_writer(d, p))), 20.0,
              (Expectation("mysql", "longest_gap_ms", 2000, "writer partitioned: write gap ≤ 2.0 s"),),
-             ("galera",)),
+             ("galera",), during=minority_stops_writes),
     Scenario("lb-link-flap", "flap the VIP holder's link 3× (1 s down, 2 s up)",
              lambda d, p: LinkFlap(vip_holder(d, p), count=3, down_s=1.0, up_s=2.0), 2.0, (), ("haproxy",)),
     Scenario("swift-zone-poweroff", "power off the storage host of Swift's first zone for 20 s",
@@ -289,6 +338,97 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              (Expectation("keystone", "first_success_s", 60, "cold start: token issue ≤ 60 s after power-on"),),
              ("galera",)),
 )}
+
+# --------------------------------------------------------------------------- more faults (issue 10)
+def _pick_unit_on(kind: str, machine: Callable[..., Host]) -> Callable[..., Host]:
+    """A picker: the host of the unit of ``kind`` that runs on the machine ``machine(d, probes)``
+    picks (e.g. keepalived on the VIP holder)."""
+    def pick(d, probes) -> Host:
+        m = machine(d, probes)
+        ctx = _ctx(d, kind)
+        for u in ctx.units:
+            if machine_of(d, u.host).name == m.name:
+                return u.host
+        raise UserError(f"no unit of {ctx.name} runs on {m.name}")
+    return pick
+
+
+class _FencedPowerOn(KillDaemon):
+    """kill -9 of a cluster daemon whose loss gets the host fenced (Corosync): ``restore`` powers
+    the machine back on if STONITH powered it off (the operator repairs the fenced node)."""
+
+    def restore(self) -> list[FaultEvent]:
+        m = self.host.machine()
+        if m.is_on():
+            return []
+        t = time.time()
+        return [FaultEvent(t, "power on (fenced)", m.name, m.power_on())]
+
+
+def _pcmk_vip_node(d, probes) -> Host:
+    """The hacluster node holding the Pacemaker VIP."""
+    ha = with_vip(_ctx(d, "hacluster"))
+    holders = HAClusterOperator().vip_holders(ha)
+    for u in ha.units:
+        if u.host.name in holders:
+            return u.host
+    raise UserError(f"no node of {ha.name} holds the VIP")
+
+
+def _double(d, p) -> Fault:
+    # pick both targets before either is hit: the writer is read from the probes' last INSERT
+    lb, writer = vip_holder(d, p), machine_of(d, galera_writer(d, p))
+    return Together([PowerOff([lb]), PowerOff([writer])])
+
+
+SCENARIOS.update({s.name: s for s in (
+    Scenario("haproxy-kill", "kill -9 HAProxy on the load balancer holding the VIP (keepalived's track script "
+             "moves the VIP)", _kill("haproxy", vip_holder), 10.0,
+             (Expectation("mysql", "longest_gap_ms", 1000, "HAProxy lost: write gap ≤ 1.0 s"),
+              Expectation("keystone", "failed", 0, "HAProxy lost: 0 failed token requests")),
+             ("haproxy", "keepalived")),
+    Scenario("keepalived-kill", "kill -9 keepalived on the load balancer holding the VIP",
+             _kill("keepalived", _pick_unit_on("keepalived", vip_holder)), 10.0,
+             (Expectation("mysql", "longest_gap_ms", 1000, "keepalived lost: write gap ≤ 1.0 s"),),
+             ("keepalived",)),
+    Scenario("keystone-kill", "kill -9 Keystone's uwsgi on the first controller",
+             _kill("keystone", first_unit("keystone")), 10.0,
+             (Expectation("keystone", "failed", 0, "a Keystone unit lost: 0 failed token requests"),
+              Expectation("keystone", "longest_gap_ms", 2000, "a Keystone unit lost: token gap ≤ 2.0 s")),
+             ("keystone",)),
+    Scenario("galera-writer-freeze", "gray failure: SIGSTOP the Galera node that writes (process and port "
+             "stay; nothing answers) for 20 s", lambda d, p: Freeze(galera_writer(d, p), _daemon("galera")), 20.0,
+             (Expectation("mysql", "longest_gap_ms", 5000, "frozen writer: write gap ≤ 5.0 s"),),
+             ("galera",)),
+    Scenario("rabbit-node-freeze", "gray failure: SIGSTOP the RabbitMQ node leading the probe's quorum queue "
+             "for 20 s", lambda d, p: Freeze(rabbit_leader(d, p), _daemon("rabbitmq")), 20.0,
+             (Expectation("amqp", "longest_gap_ms", 5000, "frozen RabbitMQ leader: confirm gap ≤ 5.0 s"),),
+             ("rabbitmq",)),
+    Scenario("controller-packet-loss", "gray failure: drop 30 % of the writer controller's packets for 20 s",
+             lambda d, p: PacketLoss(machine_of(d, galera_writer(d, p)), 30), 20.0,
+             (Expectation("keystone", "failed", 0, "30 % loss on a controller: 0 failed token requests"),),
+             ("galera",)),
+    Scenario("lb-packet-loss", "gray failure: drop 30 % of the VIP holder's packets for 20 s",
+             lambda d, p: PacketLoss(vip_holder(d, p), 30), 20.0, (), ("haproxy",)),
+    Scenario("double-fault", "power off the VIP holder and the writer's controller together",
+             _double, 15.0,
+             (Expectation("mysql", "longest_gap_ms", 3000, "VIP holder + writer lost: write gap ≤ 3.0 s"),),
+             ("galera", "haproxy")),
+    Scenario("compute-poweroff", "power off the first compute host during server creates",
+             lambda d, p: PowerOff([machine_of(d, first_unit("nova-compute")(d, p))]), 15.0,
+             (Expectation("nova", "failed", 0, "a compute host lost: 0 failed server creates"),),
+             ("nova-compute",), ("nova",)),
+    Scenario("pacemaker-corosync-kill", "kill -9 Corosync on the Pacemaker node holding the VIP (the node "
+             "is fenced; powered on again after the hold)",
+             lambda d, p: _FencedPowerOn(_pcmk_vip_node(d, p), "corosync"), 15.0,
+             (Expectation("keystone", "failed", 0, "Corosync lost: 0 failed token requests"),),
+             ("hacluster", "keystone")),
+    Scenario("pacemaker-pacemakerd-kill", "kill -9 pacemakerd on the Pacemaker node holding the VIP",
+             lambda d, p: _FencedPowerOn(_pcmk_vip_node(d, p), "pacemakerd"), 15.0,
+             (Expectation("keystone", "failed", 0, "pacemakerd lost: 0 failed token requests"),),
+             ("hacluster", "keystone")),
+)})
+
 
 #: The scenarios the failover benchmark compares (bench/failover.py).
 KEY_SCENARIOS = ("lb-master-poweroff", "galera-writer-kill", "rabbit-node-kill", "controller-poweroff",
@@ -382,7 +522,12 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
         say(f"fault: {rep.fault}")
         events: list[FaultEvent] = fault.inject()
         t_fault = events[0].t if events else time.time()
-        time.sleep(s.hold_s)  # the fault's duration: the HA mechanisms act on their own meanwhile
+        if s.during is not None:
+            during = s.during(d, fault, t_fault + s.hold_s)
+            rep.extra["during"] = during
+            say(f"during the fault: {'ok' if during.get('ok') else during.get('problem')}")
+        # the rest of the fault's duration: the HA mechanisms act on their own meanwhile
+        time.sleep(max(0.0, t_fault + s.hold_s - time.time()))
         restored = fault.restore()
         events += restored
         t_restore = restored[0].t if restored else time.time()
@@ -428,6 +573,10 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
             rep.error = (rep.error + "; " if rep.error else "") + "not recovered: " + "; ".join(recovery.not_active)
             if rep.verdict == check.VERDICT_OK:
                 rep.verdict = "not-recovered"
+        if "during" in rep.extra and not rep.extra["during"].get("ok"):
+            rep.error = (rep.error + "; " if rep.error else "") + str(rep.extra["during"].get("problem"))
+            if rep.verdict == check.VERDICT_OK:
+                rep.verdict = "problems"
     except Exception as exc:  # the run fails with the reason; other scenarios still run
         rep.verdict = "error"
         rep.error = str(exc) if isinstance(exc, (UserError, HostError, ProbeError)) else f"{type(exc).__name__}: {exc}"

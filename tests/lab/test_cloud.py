@@ -184,7 +184,8 @@ def boot_five(d, compute, label: str) -> float:
     def all_active():
         ss = servers()
         errored = [s for s in ss if s["Status"] == "ERROR"]
-        assert not errored, errored
+        faults = [os_json(d, "server", "show", s["ID"]).get("fault") for s in errored[:2]]
+        assert not errored, f"{len(errored)} of {len(ss)} servers in ERROR; faults: {faults}"
         return ss if len(ss) == 5 and all(s["Status"] == "ACTIVE" for s in ss) else None
 
     ss = wait_for(all_active, 300, f"5 servers {name} ACTIVE", interval_s=2)
