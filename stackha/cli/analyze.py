@@ -58,6 +58,7 @@ def report_json(report: AnalysisReport, bundle_path: str, overlays: list[str]) -
         "overlays": overlays,
         "summary": report.counts(),
         "findings": [f.model_dump() for f in report.findings],
+        "known_limits": report.known_limits,
         "classification": {k: v.model_dump() for k, v in report.classification.items()},
         "availability": report.availability.model_dump(),
     })
@@ -106,6 +107,8 @@ def print_report(console: Console, report: AnalysisReport, title: str) -> None:
                       f"{fig.percent_text()}, {fig.nines_text()} nines, "
                       f"{format_duration(fig.downtime_per_year_s)}/year, "
                       f"{format_duration(fig.downtime_per_day_s)}/day", highlight=False)
+    for name, text in report.known_limits.items():
+        console.print(f"Known limit ({_cell(name)}): {text}", highlight=False)
     counts = report.counts()
     console.print(f"Summary: {counts['error']} error(s), {counts['warning']} warning(s), "
                   f"{counts['info']} info", highlight=False)

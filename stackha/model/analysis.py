@@ -123,6 +123,9 @@ class AnalysisReport(BaseModel):
     findings: list[Finding]
     classification: dict[str, Classification]
     availability: AvailabilityReport
+    #: ``{application: text}``: what the deployed component is known to lose or miss even in this
+    #: design (measured, with the test that shows it) — not a finding, since no bundle change fixes it.
+    known_limits: dict[str, str] = {}
 
     @property
     def has_errors(self) -> bool:
@@ -162,8 +165,20 @@ def analyze(bundle: Bundle, *, unit_availability: float | None = None) -> Analys
     _relations(bundle, add)
     _swift(bundle, add)
     findings.sort(key=lambda f: _SEVERITY_ORDER[f.severity])
-    return AnalysisReport(findings=findings, classification=_classify(bundle),
-                          availability=estimate(bundle, unit_availability))
+    classification = _classify(bundle)
+    limits = {name: KNOWN_LIMITS[c.kind] for name, c in classification.items() if c.kind in KNOWN_LIMITS}
+    return AnalysisReport(findings=findings, classification=classification,
+                          availability=estimate(bundle, unit_availability), known_limits=limits)
+
+
+#: Known limits of the components stackha deploys, per kind (shown by ``stackha analyze``).
+KNOWN_LIMITS: dict[str, str] = {
+    "rabbitmq": ("RabbitMQ 3.10.8 (Debian 12): a quorum queue declared less than about a second before "
+                 "every broker loses power at once can come back empty after the cold start — its "
+                 "confirmed messages are lost (3 of 3 lab runs; tests/lab/test_rabbitmq.py, an expected "
+                 "failure). stackha's recover reports it as DATA LOST. Queues older than that keep "
+                 "every confirmed message."),
+}
 
 
 def _keys(bundle: Bundle, add: Add) -> None:

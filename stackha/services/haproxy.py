@@ -164,6 +164,19 @@ TIMERS: dict[str, HAProxyTimers] = {
 }
 
 
+#: The check timers of HTTP (OpenStack API) frontends under stackha's tuning: every 2 s, 500 ms
+#: once a check failed, DOWN after 2 failures (a refused server is out within ≈ 2.5 s, a silent one
+#: within ≈ 4.5 s).  An API check is a request through the service's Python stack, so the 500 ms of
+#: :data:`TIMERS` cost an idle lab cloud (2 load balancers × 3 units × 10 APIs) over half a core;
+#: clients do not wait for the check, since the L7 retries replay a request that met a dead server
+#: on another one.  Stock keeps :data:`TIMERS`' stock values for every frontend.
+HTTP_TIMERS: dict[str, HAProxyTimers] = {
+    "stackha": HAProxyTimers(inter_ms=2000, fastinter_ms=500, downinter_ms=2000, rise=2, fall=2,
+                             connect_ms=1000, check_ms=3000, retries=3, redispatch_every=1,
+                             shutdown_sessions=True),
+}
+
+
 def timers(tuning: str) -> HAProxyTimers:
     """The :class:`HAProxyTimers` of ``tuning`` ("stackha" or "stock"); InvalidInput otherwise."""
     return select_tuning(TIMERS, tuning)
@@ -267,6 +280,7 @@ class HAProxyOperator(BaseOperator):
                 unit=unit.name,
                 tuning=app.tuning,
                 t=t,
+                http_timers=HTTP_TIMERS.get(app.tuning, t),
                 maxconn=int(app.options.get("maxconn", 4096)),
                 admin_socket=ADMIN_SOCKET,
                 unit_address=str(unit.address),

@@ -357,13 +357,17 @@ def test_cold_start_all_hosts_power_cycled(lab_factory):
     assert sorted(set(consume("stackha.cold", 500))) == list(range(500))
     got_fresh = sorted(set(consume("stackha.cold-new", 200)))
     lost_reported = any("DATA LOST" in c for c in changes)
-    # Either every confirmed message of the young queue is back, or recover said it was lost
-    # (and the queue works again: the consume above succeeded).
-    assert got_fresh == list(range(200)) or (got_fresh == [] and lost_reported), (len(got_fresh), changes)
     elections = [c for c in changes if "leader election" in c]
     print(f"\nRabbitMQ cold start: recover {cold:.1f} s; settled queue 500/500 confirmed messages back; "
           f"queue declared <1 s before the power-off: {len(got_fresh)}/200 back"
           f"{' (loss reported by recover)' if lost_reported else ''}; elections triggered: {len(elections)}")
+    if got_fresh != list(range(200)):
+        # A known limit of RabbitMQ 3.10.8 (stackha analyze prints it; README "Known limits"):
+        # confirmed messages were lost.  That is never a pass: recover must at least have said so,
+        # and the test is reported as an expected failure, not as passed.
+        assert got_fresh == [] and lost_reported, (len(got_fresh), changes)
+        pytest.xfail(f"RabbitMQ 3.10.8 lost {200 - len(got_fresh)} of 200 confirmed messages of a quorum "
+                     f"queue declared <1 s before every node lost power (recover reported DATA LOST)")
 
 
 def test_fewer_than_three_units_refused_before_anything_starts(lab_factory):

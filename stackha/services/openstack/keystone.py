@@ -40,8 +40,12 @@ SERVICE_PROJECT = "service"
 
 KEYSTONE = Descriptor(
     kind="keystone", service="keystone", user="keystone", package="keystone",
+    # Threads: a token request spends most of its time in bcrypt (which releases the GIL); with one
+    # thread per process, two slow token requests held both workers and HAProxy's GET /v3 checks
+    # queued behind them past their 3 s timeout — on a loaded lab every unit was marked DOWN at
+    # once and the VIP answered 503 (seen in tests/lab/test_cloud.py runs).
     apis=(Api(name=DAEMON, port=PORT, health_path="/v3", wsgi_file="/usr/bin/keystone-wsgi-public",
-              processes=2),),
+              processes=2, threads=4),),
     config={CONF: "keystone/keystone.conf.j2"},
     databases=(Database("keystone", "keystone"),),
     sync=(("keystone-manage", "db_sync"),),
