@@ -72,6 +72,15 @@ def test_stackha_timers_are_fast_and_stock_timers_are_the_anchors():
         HAProxyOperator().render(app("fast"))
 
 
+def test_http_api_checks_are_slower_than_database_checks_under_stackha_tuning():
+    tuned, stock = cfg(app("stackha")), cfg(app("stock"))
+    http = "default-server inter 2000 fastinter 500 downinter 2000 rise 2 fall 2 on-marked-down shutdown-sessions"
+    ks = [l for l in tuned.split("\n\n") if "listen keystone" in l][0]
+    db = [l for l in tuned.split("\n\n") if "listen mysql" in l][0]
+    assert http in ks and "default-server" not in db  # mysql keeps the 500 ms of the defaults
+    assert "default-server inter 2000 fastinter" not in stock
+
+
 def test_frontends_bind_the_vip_and_backends_come_from_the_frontends():
     text = cfg(app())
     mysql = section(text, "listen mysql")
