@@ -144,8 +144,11 @@ def main() -> int:
     import openstack
 
     req = json.load(sys.stdin)
+    # 503 is what HAProxy answers while no unit of an API passes its check (a unit restarting,
+    # or all busy): keystoneauth retries it, and connection failures, with a back-off.
     conn = openstack.connect(auth=req["auth"], region_name=req["region"], auth_type="password",
-                             compute_api_version=COMPUTE_API, api_timeout=30)
+                             compute_api_version=COMPUTE_API, api_timeout=30, connect_retries=5,
+                             status_code_retries=5)
     json.dump(ACTIONS[req["action"]](conn, req), sys.stdout)
     return 0
 

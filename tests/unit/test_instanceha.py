@@ -128,3 +128,63 @@ def test_the_lab_overlay_loads_on_the_lab_cloud():
     app = b.applications["masakari"]
     assert app.kind == "masakari" and app.deployable and app.num_units == 3
     assert check_options("masakari", "masakari", app.options) == []
+
+
+# ------------------------------------------------------------------ the glue: fence first
+class FakeHost:
+    def __init__(self, name: str, log: list):
+        self.name, self.log, self.on = name, log, True
+
+    def power_off(self):
+        self.log.append(("fence", self.name))
+        self.on = False
+        return 0.01
+
+    def is_on(self):
+        return self.on
+
+
+class FakeDeployment:
+    name = "t"
+
+    def __init__(self, log: list):
+        ctx = cloud()
+        self.hosts = {u.host.name: FakeHost(u.host.name, log) for u in ctx["nova-compute"].units}
+        for u in ctx["nova-compute"].units:
+            u.host = self.hosts[u.host.name]
+        self._ctx = ctx
+
+    def contexts(self):
+        return self._ctx
+
+
+def test_host_failed_fences_before_it_forces_down_and_notifies(monkeypatch):
+    import time
+
+    from stackha.instanceha import recovery
+
+    log: list = []
+    d = FakeDeployment(log)
+
+    def api(d, action, **payload):
+        log.append((action, payload["host"]))
+        assert not d.hosts[payload["host"]].is_on(), "forced down before the fence"
+        now = time.time()
+        return {"forced_down_at": now, "notified_at": now, "notification": "n-1"}
+
+    monkeypatch.setattr(recovery, "_api", api)
+    r = recovery.host_failed(d, "t-m8")
+    assert log == [("fence", "t-m8"), ("host_down", "t-m8")]
+    assert r.notification == "n-1" and r.fenced_s is not None and r.notified_s >= r.forced_down_s >= 0
+
+
+def test_host_failed_refuses_an_unfenced_host_and_an_unknown_one(monkeypatch):
+    from stackha.errors import UserError
+    from stackha.instanceha import recovery
+
+    d = FakeDeployment([])
+    monkeypatch.setattr(recovery, "_api", lambda *a, **k: pytest.fail("called the API"))
+    with pytest.raises(UserError, match="still on: fence it first"):
+        recovery.host_failed(d, "t-m8", fence=False)
+    with pytest.raises(UserError, match="not a compute host"):
+        recovery.host_failed(d, "t-m0")
