@@ -36,7 +36,7 @@ SERVERS = 4
 #: Answers that mean "the API behind the VIP is busy", not "wrong": on this 2-core machine with a
 #: second lab beside this one, Keystone's two workers per unit sometimes miss HAProxy's checks.
 TRANSIENT = ("HTTP 502", "HTTP 503", "HTTP 504", "Service Unavailable", "Bad Gateway", "Unable to establish connection", "timed out",
-             "RemoteDisconnected", "Gateway Timeout")
+             "RemoteDisconnected", "Gateway Timeout", "Gateway Time-out")
 
 
 def os_json(d, *args: str, timeout: float = 180, deadline_s: float = 180):
@@ -223,10 +223,10 @@ def test_a_repaired_host_is_readmitted_with_one_command(cloud, d, computes):
 
 
 def test_auto_recovery_after_switching_the_segment_with_the_real_client(d, computes, boot):
-    """`openstack segment update --recovery-method auto`; a fenced host's servers are evacuated
+    """`openstack segment update --recovery_method auto`; a fenced host's servers are evacuated
     to any enabled host (Nova's scheduler chooses)."""
     seg, _ = segment(d)
-    os_json(d, "segment", "update", "--recovery-method", "auto", seg["uuid"])
+    os_json(d, "segment", "update", "--recovery_method", "auto", seg["uuid"])
     assert segment(d)[0]["recovery_method"] == "auto"
     victim = computes[1]
     ids = boot("auto", victim)
