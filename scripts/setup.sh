@@ -13,12 +13,15 @@ PKGS=(haproxy keepalived mariadb-server mariadb-client galera-4 rsync rabbitmq-s
       openssh-server openssh-client sudo nftables)
 # OpenStack services (Zed in Debian 12) and the real clients (LAB-NOTES "OpenStack services",
 # "Swift", "Masakari", "Tempest").  nova-compute itself drags libvirt and qemu: compute hosts run
-# python3-nova's nova-compute with the fake driver instead.
+# python3-nova's nova-compute with the fake driver instead.  Masakari (instance HA): the API and
+# engine, the host and process monitors, the client (`openstack segment …`) and pacemaker-remote.
 OS_PKGS=(keystone python3-openstackclient uwsgi uwsgi-plugin-python3
          swift swift-proxy swift-account swift-container swift-object python3-swiftclient
          python3-keystonemiddleware
          glance-api placement-api nova-api nova-conductor nova-scheduler python3-nova neutron-server
-         tempest)
+         tempest
+         masakari-api masakari-engine masakari-host-monitor masakari-process-monitor
+         python3-masakariclient pacemaker-remote)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: must run as root (the lab creates namespaces and cgroups); try: sudo $0" >&2
@@ -46,7 +49,8 @@ if [ ${#missing[@]} -gt 0 ]; then
              glance-api:glance/register-endpoint placement-common:placement/configure_db \
              placement-api:placement/register-endpoint nova-common:nova/configure_db \
              nova-api:nova/register-endpoint neutron-common:neutron/configure_db \
-             neutron-server:neutron/register-endpoint; do
+             neutron-server:neutron/register-endpoint masakari-common:masakari/configure_db \
+             masakari-api:masakari/configure_api-endpoint; do
         echo "${q%%:*} ${q#*:} boolean false" | debconf-set-selections 2>/dev/null || true
     done
     export DEBIAN_FRONTEND=noninteractive

@@ -71,6 +71,9 @@ def _register() -> None:
     from stackha.cli import tempest as tempest_cli
 
     tempest_cli.register(app)
+    from stackha.cli import instanceha as instanceha_cli
+
+    instanceha_cli.register(app)
     try:
         from stackha.cli import analyze as analyze_cli
     except ImportError:  # the analysis verb lands with the bundle model

@@ -176,6 +176,7 @@ KINDS: dict[str, KindInfo] = {
         _k("ceph-osd", stateful=True, model=Model.REPLICATED, tier=2,
            expects=(("ceph monitors", ("ceph-mon",)),)),
         _k("masakari", api=True, depends_on=("db", "keystone", "rabbitmq"), tier=9,
+           operator="stackha.services.openstack.masakari:MasakariOperator",
            expects=(("a database (shared-db)", _DB), ("amqp", _AMQP),
                     ("identity-service", _IDENTITY))),
         _k("masakari-monitors", subordinate=True, mode="-", model=Model.NONE, tier=9,

@@ -32,6 +32,15 @@ key                   on           meaning
 ``corosync_transport`` hacluster   ``multicast``/``udp`` or ``unicast``/``udpu`` (hacluster charm)
 ``cluster_count``     hacluster    peers needed before the cluster forms (hacluster charm;
                                    default 3)
+``segments``          masakari     *extension*: Masakari failover segments, a list of
+                                   ``{name, recovery_method, hosts, reserved_hosts}``;
+                                   ``recovery_method`` one of ``reserved_host``, ``auto``,
+                                   ``rh_priority``, ``auto_priority``; ``hosts`` and
+                                   ``reserved_hosts`` name nova-compute applications (all their
+                                   units) or units (``nova-compute/2``); a host in one segment only
+``evacuate-all-instances`` masakari *extension*: Masakari's ``[host_failure]
+                                   evacuate_all_instances`` (default true: HA_Enabled servers
+                                   first, then the others; false: only HA_Enabled ones)
 ===================== ============ ==========================================================
 """
 
@@ -48,6 +57,7 @@ __all__ = [
     "DEFAULT_ROUTER_ID",
     "READ_OPTIONS",
     "check_options",
+    "check_segments",
     "cluster_count",
     "dns_ha",
     "corosync_mcast",
@@ -82,7 +92,12 @@ READ_OPTIONS: dict[str, tuple[str, ...]] = {
     "nova-cloud-controller": ("processes", "workers"),
     "neutron-api": ("workers", "flat-network-providers"),
     "nova-compute": ("compute-driver",),
+    "masakari": ("processes", "segments", "evacuate-all-instances"),
 }
+
+#: Masakari's recovery methods as the bundle spells them (the API's are upper case).
+RECOVERY_METHODS = ("reserved_host", "auto", "rh_priority", "auto_priority")
+_SEGMENT_KEYS = ("name", "recovery_method", "hosts", "reserved_hosts", "description", "enabled")
 
 BALANCE = ("roundrobin", "leastconn", "source", "uri")
 PROVIDERS = ("keepalived", "pacemaker")
@@ -300,6 +315,13 @@ def check_options(app: str, kind: str | None, options: dict[str, Any]) -> list[P
                 except ValueError:
                     bad("virtual_ip", f"virtual_ip {excerpt(part)} is not an address or address/prefix",
                         "give e.g. 198.18.100.250/24")
+    if kind == "masakari" and "segments" in options:
+        for key, message, fix in check_segments(options["segments"]):
+            bad(key, message, fix)
+    if kind == "masakari" and "evacuate-all-instances" in options and not isinstance(
+            options["evacuate-all-instances"], bool):
+        bad("evacuate-all-instances", f"evacuate-all-instances {excerpt(options['evacuate-all-instances'])} "
+            "is not true or false", "give true (every instance, HA_Enabled first) or false")
     if kind == "hacluster":
         if "corosync_mcastaddr" in options:
             try:
@@ -320,3 +342,71 @@ def check_options(app: str, kind: str | None, options: dict[str, Any]) -> list[P
                 bad("cluster_count", f"cluster_count {excerpt(options['cluster_count'])} is not a "
                     "positive whole number", "give the number of units of the principal, e.g. 3")
     return problems
+
+
+def _names(value: Any) -> list[str] | None:
+    """A list of non-empty strings (a single string counts as a list of one), else None."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and i.strip() for i in items):
+        return None
+    return [i.strip() for i in items]
+
+
+def check_segments(raw: Any) -> list[tuple[str, str, str]]:
+    """Validate the masakari ``segments`` option (module docstring); one ``(key, message, fix)``
+    per problem, ``key`` relative to ``options`` (``segments[1].recovery_method``).  Only the
+    shape is checked here: whether a name is a nova-compute application or unit is checked
+    against the deployment (:func:`stackha.instanceha.segments.resolve`).  Never raises."""
+    out: list[tuple[str, str, str]] = []
+    if not isinstance(raw, list) or not raw:
+        return [("segments", f"segments {excerpt(raw)} is not a list of segments",
+                 "give a list, e.g. [{name: seg1, recovery_method: auto, hosts: [nova-compute]}]")]
+    seen_names: set[str] = set()
+    seen_hosts: dict[str, str] = {}
+    for i, seg in enumerate(raw):
+        key = f"segments[{i}]"
+        if not isinstance(seg, dict):
+            out.append((key, f"{key} {excerpt(seg)} is not a mapping",
+                        "give name, recovery_method and hosts"))
+            continue
+        unknown = sorted(set(seg) - set(_SEGMENT_KEYS))
+        if unknown:
+            out.append((f"{key}.{unknown[0]}", f"{key} has unknown key {unknown[0]!r}",
+                        "use only " + ", ".join(_SEGMENT_KEYS)))
+        name = seg.get("name")
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            out.append((f"{key}.name", f"{key} has no name", "give the segment a name (1-255 characters)"))
+        elif name in seen_names:
+            out.append((f"{key}.name", f"segment name {name!r} is given twice", "give each segment its own name"))
+        else:
+            seen_names.add(name)
+        method = seg.get("recovery_method")
+        if method not in RECOVERY_METHODS:
+            out.append((f"{key}.recovery_method", f"{key}.recovery_method {excerpt(method)} is not a "
+                        "Masakari recovery method", "use one of " + ", ".join(RECOVERY_METHODS)))
+        hosts = _names(seg.get("hosts"))
+        if hosts is None or not hosts:
+            out.append((f"{key}.hosts", f"{key}.hosts {excerpt(seg.get('hosts'))} is not a list of "
+                        "nova-compute applications or units", "give e.g. [nova-compute] or [nova-compute/0]"))
+            hosts = []
+        reserved = _names(seg.get("reserved_hosts", []))
+        if reserved is None:
+            out.append((f"{key}.reserved_hosts", f"{key}.reserved_hosts {excerpt(seg.get('reserved_hosts'))} "
+                        "is not a list of nova-compute applications or units", "give e.g. [nova-compute/2]"))
+            reserved = []
+        if method in ("reserved_host", "rh_priority") and not reserved:
+            out.append((f"{key}.reserved_hosts", f"{key} recovers with {method} but has no reserved host",
+                        "name at least one reserved host, or use recovery_method auto"))
+        if "enabled" in seg and not isinstance(seg["enabled"], bool):
+            out.append((f"{key}.enabled", f"{key}.enabled {excerpt(seg['enabled'])} is not true or false",
+                        "give true or false"))
+        for h in hosts + reserved:
+            where = seen_hosts.get(h)
+            if where is not None and where != key:
+                out.append((key, f"{h} is in {where} and {key}: Masakari finds a host by name, in one "
+                            "segment only", f"remove {h} from one of them"))
+            elif where == key and h in hosts and h in reserved:
+                out.append((key, f"{h} is both a host and a reserved host of {key}",
+                            "list it under reserved_hosts only"))
+            seen_hosts.setdefault(h, key)
+    return out

@@ -63,11 +63,15 @@ def cloud(zones: str = "split", replicas: int = 3) -> dict[str, AppContext]:
         _app("nova-cloud-controller", "nova-cloud-controller", [0, 1, 2], vip=vip),
         _app("neutron-api", "neutron-api", [0, 1, 2], vip=vip),
         _app("nova-compute", "nova-compute", [8, 9, 10]),
+        _app("masakari", "masakari", [0, 1, 2], {"segments": [
+            {"name": "seg1", "recovery_method": "reserved_host", "hosts": ["nova-compute"],
+             "reserved_hosts": ["nova-compute/2"]}]}, vip=vip),
     ]
     ctx = {a.name: a for a in apps}
     rel = {("keystone", "galera"), ("swift-proxy", "keystone")} | {("swift-proxy", s.name) for s in stores}
     for svc in ("glance", "placement", "nova-cloud-controller", "neutron-api"):
         rel |= {(svc, "galera"), (svc, "keystone")}
+    rel |= {("masakari", "galera"), ("masakari", "keystone"), ("masakari", "rabbitmq-server")}
     rel |= {("glance", "swift-proxy"), ("nova-cloud-controller", "rabbitmq-server"),
             ("neutron-api", "rabbitmq-server"), ("nova-compute", "nova-cloud-controller"),
             ("nova-compute", "rabbitmq-server")}

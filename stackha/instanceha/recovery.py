@@ -1,0 +1,127 @@
+"""stackha's glue around Masakari: fence a failed compute host, force it down, notify Masakari,
+follow the recovery; re-admit a repaired host.
+
+Masakari's engine, given a COMPUTE_HOST notification, disables the host's compute service, sleeps
+``wait_period_after_service_update`` (stock 180 s) to outwait Nova's heartbeat window and only
+then evacuates (LAB-NOTES "Masakari").  stackha closes that window itself, in the order measured
+in LAB-NOTES ("OpenStack services": force down first, then disable, then evacuate):
+
+1. **fence** the host (the lab: cgroup.kill + link down, :meth:`Host.power_off`; a real machine:
+   its fence device).  Nothing may be evacuated from a host that might still run its instances:
+   two copies of one disk image would corrupt it;
+2. **force down** its nova-compute service (compute API ≥ 2.11; ``forced_down`` makes Nova
+   treat the service as down at once, so it accepts evacuations and does not call the dead host
+   when the engine disables the service);
+3. **notify** Masakari (COMPUTE_HOST, STOPPED, host_status NORMAL — what masakari-hostmonitor
+   sends for a powered-off host): the engine disables the service, picks the target per the
+   segment's recovery method and evacuates; with stackha's tuning it waits 0 s.
+
+:func:`readmit` is the way back (seed 004): the compute service enabled, forced_down cleared,
+``on_maintenance`` cleared on the host's Masakari entries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from stackha.errors import UserError
+from stackha.polling import WaitTimeout, wait_until
+from stackha.services.base import AppContext
+
+#: Notification states after which Masakari does nothing more (masakari/objects/fields.py).
+FINAL_STATES = ("finished", "failed", "ignored")
+
+
+@dataclass
+class HostFailure:
+    """What :func:`host_failed` did: ``host``; seconds from ``started_at`` (``time.time()``
+    when it began) until the fence was done (``fenced_s``, None when the host was fenced
+    elsewhere), Nova answered the force-down (``forced_down_s``) and Masakari accepted the
+    notification (``notified_s``; None when ``notify`` was off) — the openstacksdk script's
+    start-up included; ``notification``: Masakari's notification uuid."""
+
+    host: str
+    fenced_s: float | None
+    forced_down_s: float
+    notified_s: float | None
+    notification: str | None
+    started_at: float = 0.0
+
+
+def masakari_app(d) -> AppContext:
+    """The masakari application of deployment ``d``; :class:`UserError` when it has none."""
+    for ctx in d.contexts().values():
+        if ctx.kind == "masakari":
+            return ctx
+    raise UserError(f"deployment {d.name!r} has no masakari application: add one (examples/lab-instance-ha.yaml)")
+
+
+def _api(d, action: str, **payload: Any) -> Any:
+    from stackha.services import operator_for
+
+    return operator_for("masakari").api(masakari_app(d), action, **payload)
+
+
+def compute_host(d, name: str):
+    """The compute host called ``name`` (a Nova host name = the machine's host name) of
+    deployment ``d``; :class:`UserError` naming the compute hosts otherwise."""
+    hosts = {u.host.name: u.host for c in d.contexts().values() if c.kind == "nova-compute" for u in c.units}
+    if name not in hosts:
+        raise UserError(f"{name!r} is not a compute host of {d.name!r} (compute hosts: {', '.join(sorted(hosts))})")
+    return hosts[name]
+
+
+def host_failed(d, name: str, *, fence: bool = True, notify: bool = True) -> HostFailure:
+    """Fence compute host ``name`` (unless ``fence`` is False: it was fenced already), force its
+    compute service down in Nova and post a COMPUTE_HOST notification to Masakari (module
+    docstring).  Returns a :class:`HostFailure` with the times.  Raises :class:`UserError` for an
+    unknown host, :class:`stackha.services.openstack.operator.ServiceError` when Nova or Masakari
+    refused (e.g. HTTP 409: a notification for this host within
+    ``duplicate_notification_detection_interval``, or the host on maintenance)."""
+    host = compute_host(d, name)
+    t0 = time.time()  # the lab's hosts share this clock; the script reports time.time() too
+    fenced_s = None
+    if fence:
+        host.power_off()
+        fenced_s = time.time() - t0
+    elif host.is_on():
+        raise UserError(f"{name} is still on: fence it first (or leave fencing to stackha)")
+    out = _api(d, "host_down", host=name, notify=notify)
+    return HostFailure(host=name, fenced_s=fenced_s, forced_down_s=out["forced_down_at"] - t0,
+                       notified_s=out["notified_at"] - t0 if out["notified_at"] else None,
+                       notification=out["notification"], started_at=t0)
+
+
+def notification(d, uuid: str) -> dict:
+    """Masakari's view of notification ``uuid``: ``{"status", "type", "hostname", "payload"}``."""
+    return _api(d, "notification", id=uuid)
+
+
+def wait_notification(d, uuid: str, deadline_s: float = 600.0, interval_s: float = 1.0) -> dict:
+    """Poll notification ``uuid`` until Masakari is done with it (finished, failed or ignored);
+    its last state.  Raises :class:`UserError` after ``deadline_s`` seconds."""
+    try:
+        return wait_until(lambda: (lambda n: n if n["status"] in FINAL_STATES else None)(notification(d, uuid)),
+                          deadline_s, interval_s, what=f"Masakari notification {uuid} to finish")
+    except WaitTimeout as exc:
+        raise UserError(str(exc)) from None
+
+
+def segments(d) -> list[dict]:
+    """Every failover segment with its hosts (``masakari_api``'s ``segments`` shape)."""
+    return _api(d, "segments")
+
+
+def readmit(d, name: str) -> list[str]:
+    """Re-admit repaired compute host ``name`` (seed 004): in Nova its compute service enabled and
+    forced_down cleared, in Masakari on_maintenance cleared.  The host must be on; its
+    nova-compute is started first when it is not running (:meth:`Deployment.recover`).  Returns
+    what changed.  Raises :class:`UserError` when the host is off or unknown."""
+    host = compute_host(d, name)
+    if not host.is_on():
+        raise UserError(f"{name} is powered off: power it on (and repair it) before re-admitting it")
+    apps = {c.name for c in d.contexts().values() if c.kind == "nova-compute" and any(u.host.name == name for u in c.units)}
+    changes = [f"{app}: {c}" for app, cs in d.recover(apps).items() for c in cs]
+    return changes + _api(d, "readmit", host=name)["changes"]

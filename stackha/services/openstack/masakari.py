@@ -1,0 +1,185 @@
+"""Masakari (masakari-api / masakari-engine 14.0.2, Zed): instance HA's control plane.
+
+**masakari-api** runs under uwsgi on every unit, port 15868, active/active behind the VIP (HAProxy
+checks ``GET /``, the version document, which needs no token); catalog type ``instance-ha`` on
+``http://<VIP>:15868/v1/$(project_id)s`` (Masakari's API v1 paths carry the project; the client
+and openstacksdk find it there).  **masakari-engine** runs on every unit too: the API casts each
+notification to any engine over RabbitMQ (topic ``ha_engine``), so a dead engine costs nothing
+but the notifications it was running (LAB-NOTES: marked failed only after 24 h).
+
+State: database ``masakari`` on the Galera VIP; ``[taskflow] connection`` in a database of its own
+(``masakari_taskflow``), so ``GET /notifications/{id}`` at microversion ≥ 1.1 shows the recovery
+flow's progress.  Zed's ``masakari-manage db sync`` creates taskflow's tables in its migration 006
+by taskflow's alembic migrations — but Debian's python3-taskflow 5.0.0 does not ship them
+(``taskflow/persistence/backends/sqlalchemy/alembic/`` is missing: "No config file …alembic.ini
+found", seen on the lab).  So stackha runs the db sync with ``[taskflow] connection`` blanked by a
+second config file (``db-sync.conf``: migration 006 then skips taskflow) and creates taskflow's
+tables from taskflow's own table definitions (``taskflow.persistence.backends.sqlalchemy.tables``,
+what taskflow itself does for SQLite), ``create_all`` being idempotent.
+
+**Coordination** (``[coordination] backend_url``): the API serialises notifications per host with
+a tooz lock (``create_host_notification-<host>``, so two API units do not both accept a
+notification for one host); without a backend the lock is a no-op.  stackha uses tooz's **mysql**
+driver on the masakari database through the Galera VIP: ``GET_LOCK`` is not replicated by Galera,
+but HAProxy sends every database connection to one Galera node at a time (the others are
+``backup``), so every unit's locks live on the same server.  When the writer fails over, the lock
+connections break with it and the locks are released — the next notification takes them on the
+new writer.  Nothing else is needed (no etcd, ZooKeeper or Redis is deployed; tooz's file driver
+is per host and, per Masakari's own help text, leaks lock files).
+
+**Debian 12 compatibility**: python3-oslo.messaging 14.0.3-0+deb12u1 (a bookworm security
+update) rebuilds every notification's request context from a list of safe keys without
+``read_deleted``, and Masakari 14.0.2's RequestContext refuses ``read_deleted=None``: every
+segment, host or notification create answered HTTP 500 after writing the database (seen on the
+lab), and the engine's status notifications fail the same way.  stackha runs Debian's
+masakari-engine and masakari-wsgi through two wrapper files that first load
+``masakari_context_fix.py`` (a missing ``read_deleted`` means ``"no"``, RequestContext's own
+default); Debian's files are not changed.
+
+**Engine tuning** (``app.tuning``; ``stock`` keeps Masakari's defaults):
+
+================================================ ======= ======= ==================================
+option                                           stock   stackha why
+================================================ ======= ======= ==================================
+``wait_period_after_service_update``             180     0       the engine sleeps this long after
+                                                                 disabling the failed host's
+                                                                 compute service, to outwait Nova's
+                                                                 heartbeat window.  stackha forces
+                                                                 the fenced host's service down
+                                                                 *before* it posts the notification
+                                                                 (:mod:`stackha.instanceha`), and a
+                                                                 forced-down service is down for
+                                                                 Nova at once: nothing to wait for
+``duplicate_notification_detection_interval``    180     10      a host that fails again after it
+                                                                 was repaired is not refused for
+                                                                 3 minutes
+``host_failure_recovery_threads``                3       8       instances evacuated at once
+``process_unfinished_notifications_interval``    120     30      a notification left ``new`` or
+                                                                 ``error`` is retried sooner
+``retry_notification_new_status_interval``       60      15      (the same periodic task)
+================================================ ======= ======= ==================================
+
+``[host_failure] evacuate_all_instances`` follows the option ``evacuate-all-instances`` (default
+true, Masakari's default: HA_Enabled servers first, then the others).  Failover segments come
+from the option ``segments`` (:mod:`stackha.instanceha.segments`), created through the API once
+the units serve (:meth:`MasakariOperator.after_start`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from stackha.services.base import AppContext, RenderedFile, render_template, select_tuning
+from stackha.services.openstack.descriptor import Api, CatalogEntry, Database, Descriptor, Worker
+from stackha.services.openstack.operator import OpenStackServiceOperator, ServiceError
+
+PORT = 15868
+CONF = "/etc/masakari/masakari.conf"
+API_SCRIPT = Path(__file__).resolve().parents[2] / "instanceha" / "masakari_api.py"
+BIN = "/srv/masakari/bin"
+FIX = f"{BIN}/masakari_context_fix.py"
+ENGINE_BIN = f"{BIN}/masakari-engine"
+WSGI_BIN = f"{BIN}/masakari-wsgi"
+
+SYNC_CONF = "/etc/masakari/db-sync.conf"
+
+#: taskflow's persistence tables on ``[taskflow] connection`` (see the module docstring), the URL
+#: read from the config so the password is never on a command line.
+TASKFLOW_TABLES = (
+    "import sqlalchemy as sa, masakari.conf; "
+    "from taskflow.persistence.backends.sqlalchemy import tables; "
+    "C = masakari.conf.CONF; C(['--config-file', '" + CONF + "'], project='masakari'); "
+    "md = sa.MetaData(); tables.fetch(md); "
+    "e = sa.create_engine(C.taskflow.connection); md.create_all(e); e.dispose()"
+)
+
+MASAKARI = Descriptor(
+    kind="masakari", service="masakari", user="masakari", package="masakari-api", messaging=True,
+    # masakari.cmd monkey-patches with eventlet: processes, no uwsgi threads (as nova-api).
+    apis=(Api(name="masakari-api", port=PORT, health_path="/", health_codes=(200, 300),
+              wsgi_file=WSGI_BIN, processes=2,
+              env=(("OS_MASAKARI_CONFIG_DIR", "/etc/masakari"),)),),
+    workers=(Worker("masakari-engine", (ENGINE_BIN, f"--config-file={CONF}")),),
+    config={CONF: "masakari/masakari.conf.j2", SYNC_CONF: "masakari/db-sync.conf.j2"},
+    databases=(Database("masakari", "masakari"), Database("masakari_taskflow", "masakari")),
+    sync=(("masakari-manage", f"--config-file={CONF}", f"--config-file={SYNC_CONF}", "db", "sync"),
+          ("/usr/bin/python3", "-c", TASKFLOW_TABLES)),
+    catalog=(CatalogEntry("instance-ha", "masakari", PORT, "/v1/$(project_id)s"),),
+    service_user="masakari",
+)
+
+#: Engine options per tuning (module docstring): ``[DEFAULT]`` key → value.
+ENGINE = {
+    "stock": {"wait_period_after_service_update": 180, "duplicate_notification_detection_interval": 180,
+              "host_failure_recovery_threads": 3, "process_unfinished_notifications_interval": 120,
+              "retry_notification_new_status_interval": 60},
+    "stackha": {"wait_period_after_service_update": 0, "duplicate_notification_detection_interval": 10,
+                "host_failure_recovery_threads": 8, "process_unfinished_notifications_interval": 30,
+                "retry_notification_new_status_interval": 15},
+}
+
+
+def coordination_url(db_url: str) -> str:
+    """tooz's mysql URL for an oslo.db ``mysql+pymysql://…`` URL (same user, host, database)."""
+    scheme, sep, rest = db_url.partition("://")
+    if not sep or not scheme.startswith("mysql"):
+        raise ValueError(f"not a MySQL URL: {scheme}://…")
+    return f"mysql://{rest}"
+
+
+class MasakariOperator(OpenStackServiceOperator):
+    """Operator for kind ``masakari`` (see the module docstring)."""
+
+    descriptor = MASAKARI
+
+    def values(self, app: AppContext) -> dict[str, Any]:
+        v = super().values(app)
+        evacuate_all = app.options.get("evacuate-all-instances", True)
+        return {**v, "port": PORT, "engine": select_tuning(ENGINE, app.tuning),
+                "coordination_url": coordination_url(v["db"]["masakari"]),
+                "evacuate_all_instances": "true" if evacuate_all is not False else "false"}
+
+    def unit_files(self, app: AppContext, unit, values: dict[str, Any]) -> dict[str, RenderedFile]:
+        """The context fix and the wrappers that load it (module docstring)."""
+        kw = {"fix": FIX, "bin_dir": BIN}
+        return {FIX: RenderedFile(render_template("masakari/context_fix.py.j2"), mode=0o644),
+                ENGINE_BIN: RenderedFile(render_template("masakari/masakari-engine.py.j2", **kw), mode=0o755),
+                WSGI_BIN: RenderedFile(render_template("masakari/masakari-wsgi.py.j2", **kw), mode=0o644)}
+
+    def restart_paths(self) -> set[str]:
+        """The config, the uwsgi ini and the wrappers: a change restarts the daemons."""
+        return super().restart_paths() | {FIX, ENGINE_BIN, WSGI_BIN}
+
+    def prepare(self, app: AppContext, leader) -> list[str]:
+        for unit in app.units:
+            unit.host.run(["install", "-d", "-o", "masakari", "-g", "masakari", "/var/lib/masakari"], check=True)
+        return []
+
+    def after_start(self, app: AppContext) -> list[str]:
+        """Create the bundle's failover segments through the API on the VIP (idempotent)."""
+        from stackha.instanceha.segments import resolve
+
+        specs = resolve(app)
+        if not specs:
+            return []
+        out = self.api(app, "ensure_segments", segments=[s.as_request() for s in specs])
+        return [f"masakari: {c}" for c in out["changes"]]
+
+    def api(self, app: AppContext, action: str, **payload: Any) -> Any:
+        """One action of :mod:`stackha.instanceha.masakari_api` as the cloud's admin, run on a
+        keystone unit through the VIP; its JSON result.  :class:`ServiceError` on failure."""
+        id_app, id_op = self.identity(app)
+        return id_op.admin_script(id_app, API_SCRIPT, {"action": action, **payload},
+                                  what=f"masakari {action}", timeout=180)
+
+    def app_facts(self, app: AppContext) -> dict[str, Any]:
+        facts = super().app_facts(app)
+        if app.options.get("segments"):
+            try:
+                facts["segments"] = {s["name"]: f"{s['recovery_method']}: " + ", ".join(
+                    h["name"] + ("(reserved)" if h["reserved"] else "") + ("(maintenance)" if h["on_maintenance"] else "")
+                    for h in s["hosts"]) for s in self.api(app, "segments")}
+            except ServiceError as exc:
+                facts["segments"] = f"unknown: {exc}"
+        return facts

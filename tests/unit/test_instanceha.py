@@ -1,0 +1,190 @@
+"""Instance HA without I/O: the bundle's ``segments`` option (shape errors, one line each, with
+the option's path), its resolution to Nova host names (applications, units, reserved hosts, a
+host in two segments refused), Masakari's config per tuning, and the seed-004 style overlay
+loading with the lab cloud."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from stackha.errors import InvalidInput
+from stackha.instanceha.segments import resolve
+from stackha.model.options import check_options
+from stackha.services import operator_for
+from stackha.services.openstack import masakari
+from tests.unit.test_openstack_render import NET, cloud
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def seg(**kw):
+    return {"name": "s", "recovery_method": "auto", "hosts": ["nova-compute"], **kw}
+
+
+def messages(segments) -> list[str]:
+    return [f"{p.path}: {p.message}" for p in check_options("masakari", "masakari", {"segments": segments})]
+
+
+def test_a_good_segments_option_has_no_problem():
+    assert messages([seg(recovery_method="reserved_host", hosts=["nova-compute/0"],
+                         reserved_hosts=["nova-compute/2"])]) == []
+
+
+@pytest.mark.parametrize("segments, expected", [
+    ("seg1", "segments 'seg1' is not a list of segments"),
+    ([seg(recovery_method="evacuate")], "segments[0].recovery_method: segments[0].recovery_method 'evacuate' is not a Masakari recovery method"),
+    ([seg(name="")], "segments[0].name: segments[0] has no name"),
+    ([seg(), seg()], "segments[1].name: segment name 's' is given twice"),
+    ([seg(hosts=[])], "segments[0].hosts: segments[0].hosts [] is not a list"),
+    ([seg(recovery_method="rh_priority")], "segments[0] recovers with rh_priority but has no reserved host"),
+    ([seg(extra=1)], "segments[0] has unknown key 'extra'"),
+    ([seg(hosts=["a"]), seg(name="t", hosts=["a"])], "a is in segments[0] and segments[1]"),
+    ([seg(hosts=["a"], reserved_hosts=["a"])], "a is both a host and a reserved host"),
+])
+def test_bad_segments_are_named_in_one_line(segments, expected):
+    found = messages(segments)
+    assert any(expected in m for m in found), found
+    assert all("\n" not in m and m.startswith("applications.masakari.options.segments") for m in found)
+
+
+def test_segments_resolve_to_nova_host_names():
+    ctx = cloud()
+    m = ctx["masakari"]
+    m.options["segments"] = [{"name": "rh", "recovery_method": "reserved_host", "hosts": ["nova-compute"],
+                              "reserved_hosts": ["nova-compute/2"]}]
+    [spec] = resolve(m)
+    hosts = [u.host.name for u in ctx["nova-compute"].units]
+    # an application names all its units; its reserved unit is a reserved host only
+    assert spec.hosts == tuple(hosts[:2]) and spec.reserved == (hosts[2],)
+    assert spec.as_request()["recovery_method"] == "reserved_host"
+
+
+def test_masakari_finds_compute_hosts_without_a_direct_relation():
+    ctx = cloud()
+    assert "nova-compute" not in ctx["masakari"].related  # as in seed 004
+    assert resolve(ctx["masakari"])[0].hosts
+
+
+@pytest.mark.parametrize("segments, match", [
+    ([seg(hosts=["nova-compute/7"])], r"segments\[0\]\.hosts: 'nova-compute/7' is no nova-compute application or unit"),
+    ([seg(hosts=["nova-compute/0"]), seg(name="t", hosts=["nova-compute"])], "is also in segment 's'"),
+])
+def test_unresolvable_segments_are_refused(segments, match):
+    m = cloud()["masakari"]
+    m.options["segments"] = segments
+    with pytest.raises(InvalidInput, match=match):
+        resolve(m)
+
+
+def _conf(tuning: str) -> configparser.ConfigParser:
+    m = cloud()["masakari"]
+    m.tuning = tuning
+    text = operator_for("masakari").render(m)["masakari/0"][masakari.CONF].content
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read_string(text)
+    return cp
+
+
+def test_stackha_tuning_waits_for_nothing_and_stock_keeps_masakaris_defaults():
+    tuned, stock = _conf("stackha"), _conf("stock")
+    assert tuned["DEFAULT"]["wait_period_after_service_update"] == "0"
+    assert stock["DEFAULT"]["wait_period_after_service_update"] == "180"
+    assert stock["DEFAULT"]["duplicate_notification_detection_interval"] == "180"
+    assert stock["DEFAULT"]["host_failure_recovery_threads"] == "3"
+    with pytest.raises(InvalidInput, match="tuning 'fast'"):
+        _conf("fast")
+
+
+def test_taskflow_and_coordination_use_the_galera_vip():
+    cp = _conf("stackha")
+    assert cp["taskflow"]["connection"].endswith(f"@{NET}.250:3306/masakari_taskflow")
+    url = cp["coordination"]["backend_url"]
+    assert url.startswith("mysql://masakari:") and url.endswith(f"@{NET}.250:3306/masakari")
+    assert cp["host_failure"]["evacuate_all_instances"] == "true"
+    assert cp["DEFAULT"]["host"] == "t-m0"
+
+
+def test_api_is_behind_the_vip_with_the_instance_ha_catalog_type():
+    m = cloud()["masakari"]
+    op = operator_for("masakari")
+    [fe] = op.frontends(m)
+    assert fe.port == 15868 and fe.check_path == "/" and len(fe.servers) == 3
+    assert [(e.type, e.port) for e in op.descriptor.catalog] == [("instance-ha", 15868)]
+    assert {w.name for w in op.workers_on(m, m.units[1])} == {"masakari-engine"}  # on every unit
+
+
+def test_coordination_url_refuses_a_non_mysql_url():
+    with pytest.raises(ValueError):
+        masakari.coordination_url("sqlite:///x")
+
+
+def test_the_lab_overlay_loads_on_the_lab_cloud():
+    from stackha.model import load_bundle
+
+    b = load_bundle(EXAMPLES / "lab-cloud.yaml", overlays=[EXAMPLES / "lab-instance-ha.yaml"])
+    app = b.applications["masakari"]
+    assert app.kind == "masakari" and app.deployable and app.num_units == 3
+    assert check_options("masakari", "masakari", app.options) == []
+
+
+# ------------------------------------------------------------------ the glue: fence first
+class FakeHost:
+    def __init__(self, name: str, log: list):
+        self.name, self.log, self.on = name, log, True
+
+    def power_off(self):
+        self.log.append(("fence", self.name))
+        self.on = False
+        return 0.01
+
+    def is_on(self):
+        return self.on
+
+
+class FakeDeployment:
+    name = "t"
+
+    def __init__(self, log: list):
+        ctx = cloud()
+        self.hosts = {u.host.name: FakeHost(u.host.name, log) for u in ctx["nova-compute"].units}
+        for u in ctx["nova-compute"].units:
+            u.host = self.hosts[u.host.name]
+        self._ctx = ctx
+
+    def contexts(self):
+        return self._ctx
+
+
+def test_host_failed_fences_before_it_forces_down_and_notifies(monkeypatch):
+    import time
+
+    from stackha.instanceha import recovery
+
+    log: list = []
+    d = FakeDeployment(log)
+
+    def api(d, action, **payload):
+        log.append((action, payload["host"]))
+        assert not d.hosts[payload["host"]].is_on(), "forced down before the fence"
+        now = time.time()
+        return {"forced_down_at": now, "notified_at": now, "notification": "n-1"}
+
+    monkeypatch.setattr(recovery, "_api", api)
+    r = recovery.host_failed(d, "t-m8")
+    assert log == [("fence", "t-m8"), ("host_down", "t-m8")]
+    assert r.notification == "n-1" and r.fenced_s is not None and r.notified_s >= r.forced_down_s >= 0
+
+
+def test_host_failed_refuses_an_unfenced_host_and_an_unknown_one(monkeypatch):
+    from stackha.errors import UserError
+    from stackha.instanceha import recovery
+
+    d = FakeDeployment([])
+    monkeypatch.setattr(recovery, "_api", lambda *a, **k: pytest.fail("called the API"))
+    with pytest.raises(UserError, match="still on: fence it first"):
+        recovery.host_failed(d, "t-m8", fence=False)
+    with pytest.raises(UserError, match="not a compute host"):
+        recovery.host_failed(d, "t-m0")
