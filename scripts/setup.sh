@@ -14,14 +14,16 @@ PKGS=(haproxy keepalived mariadb-server mariadb-client galera-4 rsync rabbitmq-s
 # OpenStack services (Zed in Debian 12) and the real clients (LAB-NOTES "OpenStack services",
 # "Swift", "Masakari", "Tempest").  nova-compute itself drags libvirt and qemu: compute hosts run
 # python3-nova's nova-compute with the fake driver instead.  Masakari (instance HA): the API and
-# engine, the host and process monitors, the client (`openstack segment …`) and pacemaker-remote.
+# engine, the host and process monitors and the client (`openstack segment …`).  Not
+# pacemaker-remote: Debian's package Conflicts with pacemaker (the lab's hosts share one set of
+# packages), and installing one removes the other.
 OS_PKGS=(keystone python3-openstackclient uwsgi uwsgi-plugin-python3
          swift swift-proxy swift-account swift-container swift-object python3-swiftclient
          python3-keystonemiddleware
          glance-api placement-api nova-api nova-conductor nova-scheduler python3-nova neutron-server
          tempest
          masakari-api masakari-engine masakari-host-monitor masakari-process-monitor
-         python3-masakariclient pacemaker-remote)
+         python3-masakariclient)
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: must run as root (the lab creates namespaces and cgroups); try: sudo $0" >&2
