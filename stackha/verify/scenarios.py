@@ -392,7 +392,7 @@ SCENARIOS.update({s.name: s for s in (
              (Expectation("mysql", "longest_gap_ms", 1000, "keepalived lost: write gap ≤ 1.0 s"),),
              ("keepalived",)),
     Scenario("keystone-kill", "kill -9 Keystone's uwsgi on the first controller",
-             _kill("keystone", first_unit("keystone")), 10.0,
+             _kill("keystone", first_unit("keystone"), "keystone"), 10.0,
              (Expectation("keystone", "failed", 0, "a Keystone unit lost: 0 failed token requests"),
               Expectation("keystone", "longest_gap_ms", 2000, "a Keystone unit lost: token gap ≤ 2.0 s")),
              ("keystone",)),
