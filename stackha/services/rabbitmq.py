@@ -750,6 +750,10 @@ class RabbitMQOperator(BaseOperator):
             dead.append(u)
             changes.append(f"{u.name}: rabbit application not running although its peers count it as running "
                            "(stuck after a partition healed); restarting it")
+        for u in self._partition_losers(app, [u for u in on if u not in dead]):
+            dead.append(u)
+            changes.append(f"{u.name}: on the minority side of a partition RabbitMQ still reports "
+                           "(e.g. after the node was frozen); restarting it")
         if force_boot:
             dead += [u for u in on if u not in dead and not self._app_running(u)]
         if dead:
@@ -873,6 +877,24 @@ class RabbitMQOperator(BaseOperator):
             time.sleep(1.0)
             stuck = [u for u in stuck if not self._app_running(u)]
         return stuck
+
+    def _partition_losers(self, app: AppContext, alive: Sequence[Unit]) -> list[Unit]:
+        """Nodes to restart when every node runs but a partition is still reported: the nodes
+        outside the largest running view (RabbitMQ's "Clustering and Network Partitions" guide:
+        pick the most trusted partition, restart every node of the others; a restart clears
+        the record).  Seen after a node was frozen (SIGSTOP) for 20 s and resumed: its peers had
+        counted it down, it had counted them down, and nothing healed it on its own
+        (``stackha verify --scenario rabbit-node-freeze``).  Empty when no partition is reported."""
+        statuses = self._statuses(alive)
+        views = [st for st in statuses.values() if st is not None]
+        if not any(st.get("partitions") for st in views):
+            return []
+        largest = max((set(st.get("running_nodes", [])) for st in views), key=len, default=set())
+        losers = [u for u in alive if node_name(u) not in largest]
+        if losers:
+            return losers
+        # every node is in the largest view, yet a partition is recorded: restart those reporting it
+        return [u for u in alive if (st := statuses.get(u.name)) is not None and st.get("partitions")][:1]
 
     @staticmethod
     def _try(fn: Callable[[], Any]) -> Exception | None:
