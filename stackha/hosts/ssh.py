@@ -48,9 +48,21 @@ import signal as _signal
 import threading
 import time
 from pathlib import Path
+import warnings
 from typing import Callable, Mapping, Sequence
 
-import asyncssh
+# cryptography ≥ 46 warns (CryptographyDeprecationWarning) that DSA support will go when asyncssh
+# imports its DSA module; the warning went to stderr and broke stackha's one-line errors.  stackha
+# never offers or accepts DSA keys, so the warning says nothing about what it does.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=".*DSA.*", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", module="asyncssh")
+    try:
+        from cryptography.utils import CryptographyDeprecationWarning
+        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+    except ImportError:  # pragma: no cover - older cryptography
+        pass
+    import asyncssh
 
 from stackha.errors import UserError
 from stackha.hosts import bmc as bmcs

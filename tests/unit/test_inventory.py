@@ -153,3 +153,14 @@ def test_pacemaker_fences_ssh_hosts_through_their_bmc(files):
     assert [s.agent for s in specs] == ["fence_redfish", "fence_redfish"]
     assert params[0]["ip"] == "10.0.1.11" and params[0]["systems_uri"] == "/redfish/v1/Systems/1"
     assert params[1]["pcmk_host_list"] == "ctl2" and params[1]["password"] == "s3cret"
+
+
+def test_importing_the_ssh_provider_prints_no_warning():
+    """asyncssh imports cryptography's DSA module, which warns on stderr with cryptography ≥ 46:
+    stackha's one-line errors (exit 2) must stay one line."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-W", "default", "-c", "import stackha.hosts.ssh"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stderr == "", res.stderr[-500:]
