@@ -175,7 +175,7 @@ def analyze(bundle: Bundle, *, unit_availability: float | None = None) -> Analys
 KNOWN_LIMITS: dict[str, str] = {
     "rabbitmq": ("RabbitMQ 3.10.8 (Debian 12): a quorum queue declared less than about a second before "
                  "every broker loses power at once can come back empty after the cold start — its "
-                 "confirmed messages are lost (3 of 3 lab runs; tests/lab/test_rabbitmq.py, an expected "
+                 "confirmed messages are lost (3 of 3 lab runs in one session, 1 of 2 in another; tests/lab/test_rabbitmq.py, an expected "
                  "failure). stackha's recover reports it as DATA LOST. Queues older than that keep "
                  "every confirmed message."),
 }
