@@ -15,17 +15,17 @@ provider, :mod:`stackha.hosts.ssh`).  The format (YAML)::
     machines:
       "0":                        # a bundle machine id (or a container key "1/lxd/0", "new:app/0")
         name: ctl1                # its host name: cluster node name, shown by status
-        address: 10.0.0.11
+        address: 192.0.2.11
         bmc:                      # power and fencing: fence_redfish / fence_ipmilan
           type: redfish           # redfish | ipmi
-          address: 10.0.1.11
+          address: 198.51.100.11
           port: 443               # default 443 (redfish) / 623 (ipmi)
           systems_uri: /redfish/v1/Systems/1   # redfish: the system (default: the first)
           password_env: BMC_PASSWORD          # or password_file: a 0600 file
           ssl_insecure: false     # redfish: accept a self-signed certificate
     client:                       # the host probes and the OpenStack client run from
       name: ws1
-      address: 10.0.0.5
+      address: 192.0.2.5
 
 Validation collects every problem and raises one :class:`InventoryError` listing them, one line
 each, ``FILE: path: message (fix: …)`` — the same shape as bundle errors
@@ -170,7 +170,7 @@ class Target:
     bmc: Bmc | None = None
 
     def where(self) -> str:
-        """``machines.0 (ctl1, 10.0.0.11:22)``: the start of every message about this machine."""
+        """``machines.0 (ctl1, 192.0.2.11:22)``: the start of every message about this machine."""
         return f"{self.path} ({self.name}, {self.address}:{self.port})"
 
 
@@ -280,7 +280,7 @@ def parse_inventory(text: str, *, source: str = "<inventory>", base_dir: Path | 
         try:
             address = ipaddress.IPv4Address(m["address"])
         except ValueError:
-            bad(f"{path}.address", f"{m['address']!r} is not an IPv4 address", "give e.g. 10.0.0.11")
+            bad(f"{path}.address", f"{m['address']!r} is not an IPv4 address", "give e.g. 192.0.2.11")
             ok = False
         iface = m.get("interface", "eth0")
         if not _IFACE_RE.match(iface):

@@ -34,22 +34,22 @@ defaults:
   user: op
   key: {files['key']}
   known_hosts: {files['known']}
-  bmc: {{type: redfish, address: 10.0.1.1, username: admin, password_file: {files['pw']}, ssl_insecure: true}}
+  bmc: {{type: redfish, address: 198.51.100.1, username: admin, password_file: {files['pw']}, ssl_insecure: true}}
 machines:
 {machines}
-client: {{name: ws, address: 10.0.0.5}}
+client: {{name: ws, address: 192.0.2.5}}
 {extra}"""
 
 
-GOOD = """  "0": {name: ctl1, address: 10.0.0.11, bmc: {address: 10.0.1.11, systems_uri: /redfish/v1/Systems/1}}
-  1: {name: ctl2, address: 10.0.0.12, interface: bond0, bmc: {type: ipmi, address: 10.0.1.12}}"""
+GOOD = """  "0": {name: ctl1, address: 192.0.2.11, bmc: {address: 198.51.100.11, systems_uri: /redfish/v1/Systems/1}}
+  1: {name: ctl2, address: 192.0.2.12, interface: bond0, bmc: {type: ipmi, address: 198.51.100.12}}"""
 
 
 def test_valid_inventory_merges_defaults_and_resolves_everything(files):
     inv = parse_inventory(text(files, GOOD), source="inv.yaml")
     assert inv.name == "prod" and set(inv.machines) == {"0", "1"}
     m0, m1 = inv.machines["0"], inv.machines["1"]
-    assert (m0.name, m0.address, m0.user, m0.port, m0.interface) == ("ctl1", ipaddress.IPv4Address("10.0.0.11"), "op",
+    assert (m0.name, m0.address, m0.user, m0.port, m0.interface) == ("ctl1", ipaddress.IPv4Address("192.0.2.11"), "op",
                                                                      22, "eth0")
     assert m1.interface == "bond0"
     assert (m0.bmc.type, m0.bmc.port, m0.bmc.username, m0.bmc.ssl_insecure) == ("redfish", 443, "admin", True)
@@ -59,15 +59,15 @@ def test_valid_inventory_merges_defaults_and_resolves_everything(files):
 
 
 @pytest.mark.parametrize("machines,extra,where,needle", [
-    ('  "0": {name: a, address: 10.0.0.300}', "", "machines.0.address", "not an IPv4 address"),
-    ('  "0": {address: 10.0.0.1}', "", "machines.0.name", "missing name"),
-    ('  "0": {name: a, address: 10.0.0.1, colour: red}', "", "machines.0.colour", "unknown key 'colour'"),
-    ('  "0": {name: a, address: 10.0.0.1, bmc: {type: amt, address: x}}', "", "machines.0.bmc.type", "redfish"),
-    ('  "0": {name: a, address: 10.0.0.1, port: 99999}', "", "machines.0.port", "65535"),
-    ('  "0": {name: a, address: 10.0.0.1}\n  "1": {name: a, address: 10.0.0.2}', "", "machines.1.name", "also"),
-    ('  "zero": {name: a, address: 10.0.0.1}', "", "machines.zero", "not a bundle machine key"),
-    ('  "0": {name: a, address: 10.0.0.1, key: /nonexistent/key}', "", "machines.0.key", "cannot be read"),
-    ('  "0": {name: a, address: 10.0.0.1, interface: "eth 0"}', "", "machines.0.interface", "not an interface"),
+    ('  "0": {name: a, address: 192.0.2.300}', "", "machines.0.address", "not an IPv4 address"),
+    ('  "0": {address: 192.0.2.1}', "", "machines.0.name", "missing name"),
+    ('  "0": {name: a, address: 192.0.2.1, colour: red}', "", "machines.0.colour", "unknown key 'colour'"),
+    ('  "0": {name: a, address: 192.0.2.1, bmc: {type: amt, address: x}}', "", "machines.0.bmc.type", "redfish"),
+    ('  "0": {name: a, address: 192.0.2.1, port: 99999}', "", "machines.0.port", "65535"),
+    ('  "0": {name: a, address: 192.0.2.1}\n  "1": {name: a, address: 192.0.2.2}', "", "machines.1.name", "also"),
+    ('  "zero": {name: a, address: 192.0.2.1}', "", "machines.zero", "not a bundle machine key"),
+    ('  "0": {name: a, address: 192.0.2.1, key: /nonexistent/key}', "", "machines.0.key", "cannot be read"),
+    ('  "0": {name: a, address: 192.0.2.1, interface: "eth 0"}', "", "machines.0.interface", "not an interface"),
 ])
 def test_bad_inventory_fields_are_one_line_each_with_path_and_fix(files, machines, extra, where, needle):
     with pytest.raises(InventoryError) as exc:
@@ -84,7 +84,7 @@ def test_world_readable_bmc_password_file_is_refused(files):
 
 
 def test_password_from_environment_and_missing_variable(files, monkeypatch):
-    t = text(files, '  "0": {name: a, address: 10.0.0.1, bmc: {address: 10.0.1.1, password_file: null, '
+    t = text(files, '  "0": {name: a, address: 192.0.2.1, bmc: {address: 198.51.100.1, password_file: null, '
                     'password_env: STACKHA_T_PW}}').replace(f"password_file: {files['pw']}, ", "")
     with pytest.raises(InventoryError, match="password_env: environment variable STACKHA_T_PW is not set"):
         parse_inventory(t)
@@ -94,7 +94,7 @@ def test_password_from_environment_and_missing_variable(files, monkeypatch):
 
 def test_missing_client_and_unreadable_file(files, tmp_path):
     with pytest.raises(InventoryError, match="client: no client host"):
-        parse_inventory(text(files, GOOD).replace("client: {name: ws, address: 10.0.0.5}", ""))
+        parse_inventory(text(files, GOOD).replace("client: {name: ws, address: 192.0.2.5}", ""))
     with pytest.raises(InventoryError, match="cannot read the inventory"):
         load_inventory(tmp_path / "nope.yaml")
 
@@ -131,7 +131,7 @@ def test_ssh_command_line_uses_sudo_timeout_clean_env_and_setpriv(files):
 def test_bmc_agent_options_and_fence_device(files):
     inv = parse_inventory(text(files, GOOD))
     red, ipmi = inv.machines["0"].bmc, inv.machines["1"].bmc
-    assert bmcs.agent_params(red, "pw") == {"ip": "10.0.1.11", "ipport": "443", "username": "admin", "password": "pw",
+    assert bmcs.agent_params(red, "pw") == {"ip": "198.51.100.11", "ipport": "443", "username": "admin", "password": "pw",
                                             "systems_uri": "/redfish/v1/Systems/1", "ssl_insecure": "1"}
     assert bmcs.agent_params(ipmi, "pw")["lanplus"] == "1"
     dev = bmcs.fence_device(red, "ctl1")
@@ -151,7 +151,7 @@ def test_pacemaker_fences_ssh_hosts_through_their_bmc(files):
     specs = fence_devices(app)
     params = [dict(s.params) for s in specs]
     assert [s.agent for s in specs] == ["fence_redfish", "fence_redfish"]
-    assert params[0]["ip"] == "10.0.1.11" and params[0]["systems_uri"] == "/redfish/v1/Systems/1"
+    assert params[0]["ip"] == "198.51.100.11" and params[0]["systems_uri"] == "/redfish/v1/Systems/1"
     assert params[1]["pcmk_host_list"] == "ctl2" and params[1]["password"] == "s3cret"
 
 
