@@ -9,7 +9,10 @@ data tier all active and to every unit active, and the resident memory (RSS, MiB
 kind.  Then it deploys again (must report no change) and tears the lab down, also on failure.
 
 Usage: .venv/bin/python bench/deploy.py [--prefix bdep] [--bundle examples/lab-cloud.yaml]
-(measure with no other lab running on the machine)
+                                        [--keep STATE_DIR]
+(measure with no other lab running on the machine).  ``--keep STATE_DIR`` records the deployment in
+STATE_DIR and leaves the cloud running, e.g. for ``stackha --state-dir STATE_DIR tempest --lab bdep``;
+``stackha --state-dir STATE_DIR destroy --lab bdep`` removes it.
 """
 
 from __future__ import annotations
@@ -54,12 +57,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prefix", default="bdep")
     ap.add_argument("--bundle", type=Path, default=EXAMPLE)
+    ap.add_argument("--keep", type=Path, metavar="STATE_DIR", default=None,
+                    help="record the deployment here and leave the cloud running")
     args = ap.parse_args()
     console = Console()
     taken = {p.name for p in LEASE_DIR.iterdir()} if LEASE_DIR.is_dir() else set()
     third = next(t for t in range(101, 256) if str(t) not in taken)
     with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state"
+        state = args.keep or Path(tmp) / "state"
+        state.mkdir(parents=True, exist_ok=True)
         overlay = Path(tmp) / "vip.yaml"
         overlay.write_text(yaml.safe_dump({"applications": {"haproxy": {"options": {"vip": f"198.18.{third}.250"}}}}))
         cli.settings.state_dir = state
@@ -107,7 +113,12 @@ def main() -> None:
             again = d.deploy()
             changed = {a: c for a, c in again.changes.items() if c}
             console.print(f"second deploy: {'no changes' if not changed else changed} in {time.monotonic() - t1:.1f} s")
-        finally:
+        except BaseException:
+            teardown(args.prefix, state)
+            raise
+        if args.keep:
+            console.print(f"kept: stackha --state-dir {state} destroy --lab {args.prefix}")
+        else:
             teardown(args.prefix, state)
 
 

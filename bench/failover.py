@@ -3,8 +3,8 @@
 
     .venv/bin/python bench/failover.py [--runs 3] [--scenario NAME]... [--bundle B] [--keep]
 
-Deploys ``examples/lab-control-plane.yaml`` twice in one invocation, one lab after the other (so
-the two clouds never compete for the machine's two cores while they are measured):
+Deploys ``examples/lab-control-plane.yaml`` twice in one invocation (two labs, both up; a deploy
+that leaves a unit failed fails the bench, nothing is redeployed piecemeal):
 
 1. ``tuning="stackha"`` — the operators' fast-failover settings;
 2. ``tuning="stock"`` — the defaults the anchors ship (keepalived advert_int 1, Galera's default
@@ -12,15 +12,18 @@ the two clouds never compete for the machine's two cores while they are measured
 
 Each cloud gets its own lab (prefix ``ver`` + digits) and its own /24: an overlay moves the
 bundle's VIP to ``198.18.K.250`` of a free /24 (:mod:`stackha.verify.labs`), machines as they are.
-The key scenarios (:data:`stackha.verify.scenarios.KEY_SCENARIOS`) run ``--runs`` times on each;
-the table gives per scenario and probe the median longest gap (ms) of both clouds and the ratio
+The key scenarios (:data:`stackha.verify.scenarios.KEY_SCENARIOS`) run ``--runs`` times on each,
+interleaved (scenario S run 1 on the tuned cloud, then on the stock one, then run 2 …) so that load
+drift on the shared 2-core machine hits both; only one cloud is under a fault at a time.  The table gives per scenario and probe the median longest gap (ms) of both clouds and the ratio
 tuned/stock, plus failures, acknowledged-but-lost operations and the median recovery time.  Both
 labs are torn down at the end, also on failure or Ctrl-C (``--keep`` keeps them).  The figures
 and every run's report are written to ``<state>/bench-failover-<time>.json``.
 
-Targets (issue 6) for the tuned cloud: VIP failover gap ≤ 1.0 s median; Galera writer loss ≤ 2.0 s;
-RabbitMQ node loss ≤ 2.0 s publish-confirm gap; Keystone controller loss 0 failed requests; cold
-start → token issue ≤ 60 s; 0 acknowledged operations lost anywhere.
+Targets (issues 6 and 10) for the tuned cloud, judged on the median over the runs: VIP power-off
+write and token gap ≤ 1.0 s; Galera writer loss ≤ 2.0 s; RabbitMQ node loss ≤ 2.0 s publish-confirm
+gap; controller loss 0 failed token requests and token gap ≤ 2.0 s; partition AMQP gap ≤ 5 s; cold
+start → token issue ≤ 60 s; 0 acknowledged operations lost anywhere.  Exit status: 1 when an
+operation was lost, a deploy or run failed; the targets are reported, not asserted.
 """
 
 from __future__ import annotations
@@ -53,70 +56,87 @@ def say(msg: str) -> None:
 
 
 def deploy_cloud(bundle: Path, overlay: Path, prefix: str, tuning: str):
-    """Deploy and return the DeployReport.  If the full deploy leaves applications failed or
-    waiting (an operator's readiness check that needs a later tier), deploy the plan's
-    applications one at a time in plan order, then the whole bundle again to confirm."""
+    """Deploy once and return the DeployReport (``seconds`` set).  A deploy that leaves a unit
+    failed or waiting fails the bench: it is never patched up application by application, so the
+    benchmark measures the deploy an operator gets."""
     from stackha.cli.deploy import run_deploy
-    from stackha.engine.deploy import Deployment
-    from stackha.cli import state_dir
 
     t0 = time.monotonic()
     report = run_deploy(bundle, [overlay], prefix, tuning=tuning, quiet=True)
-    if report.failed or report.waiting:
-        say(f"  {prefix}: full deploy left {sorted(report.failed) + sorted(report.waiting)}; "
-            "deploying application by application in plan order")
-        d = Deployment.open(prefix, state_dir())
-        for app in d.plan().order:
-            run_deploy(bundle, [overlay], prefix, tuning=tuning, only={app}, quiet=True)
-        report = run_deploy(bundle, [overlay], prefix, tuning=tuning, quiet=True)
     report.seconds = time.monotonic() - t0
     return report
 
 
-def bench_cloud(tuning: str, args, used_subnets: set[int], work: Path) -> dict:
-    """Deploy one cloud, run the scenarios, tear it down (unless --keep); its results."""
-    from stackha.cli import state_dir
-    from stackha.engine.deploy import Deployment
-    from stackha.hosts.lab import teardown
-    from stackha.verify import scenarios as sc
+def new_cloud(tuning: str, args, used_subnets: set[int], work: Path) -> dict:
+    """Deploy one cloud (its own lab prefix ``ver…`` and VIP /24); its record, with ``error`` set
+    when the deploy failed."""
     from stackha.verify.labs import free_vip_subnet, vip_overlay
 
     prefix = "ver" + "".join(secrets.choice("0123456789") for _ in range(5))
     subnet = free_vip_subnet(avoid=used_subnets)
     used_subnets.add((int(subnet.network_address) >> 8) & 0xFF)
     overlay = vip_overlay(args.bundle, subnet, work / f"overlay-{prefix}.yaml")
-    out: dict = {"tuning": tuning, "lab": prefix, "subnet": str(subnet)}
+    out: dict = {"tuning": tuning, "lab": prefix, "subnet": str(subnet), "reports": []}
+    say(f"[bold]{tuning}[/]: deploying {args.bundle.name} on lab {prefix} (VIP in {subnet})")
     try:
-        say(f"[bold]{tuning}[/]: deploying {args.bundle.name} on lab {prefix} (VIP in {subnet})")
         rep = deploy_cloud(args.bundle, overlay, prefix, tuning)
+    except Exception as exc:
+        out["error"] = f"deploy raised {type(exc).__name__}: {exc}"
+    else:
         out["deploy_s"] = round(rep.seconds, 1)
         if rep.failed or rep.waiting:
-            out["error"] = f"deploy failed: {rep.failed or rep.waiting}"
-            say(f"[red]{tuning}: {out['error']}[/]")
-            return out
-        say(f"{tuning}: deployed in {rep.seconds:.0f} s")
-        d = Deployment.open(prefix, state_dir())
-        reports = sc.run_scenarios(d, list(args.scenario), args.runs, d.dir / "verify", lambda m: say("  " + escape(m)))
-        out["reports"] = [r.to_dict() for r in reports]
-        out["summary"] = sc.summarize(reports)
-        return out
-    except KeyboardInterrupt:
-        out["error"] = "interrupted"
-        raise
-    except Exception as exc:  # the other cloud is still measured; the error is in the table
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        say(f"[red]{tuning}: {out['error']}[/]")
-        return out
-    finally:
-        if not args.keep:
-            say(f"{tuning}: tearing down lab {prefix}")
-            try:
-                if Deployment.exists(prefix, state_dir()):
-                    Deployment(prefix, state_dir()).destroy()
-                else:
-                    teardown(prefix, state_dir())
-            except Exception as exc:
-                say(f"[red]teardown of {prefix} failed: {exc}[/]")
+            out["error"] = f"deploy failed: {sorted(rep.failed) + sorted(rep.waiting)}"
+    if "error" in out:
+        say(f"[red]{tuning}: {escape(out['error'])}[/]")
+    else:
+        say(f"{tuning}: deployed in {out['deploy_s']:.0f} s")
+    return out
+
+
+def destroy_cloud(res: dict) -> None:
+    """Tear the cloud's lab down (never raises: a failed teardown is printed)."""
+    from stackha.cli import state_dir
+    from stackha.engine.deploy import Deployment
+    from stackha.hosts.lab import teardown
+
+    prefix = res["lab"]
+    say(f"{res['tuning']}: tearing down lab {prefix}")
+    try:
+        if Deployment.exists(prefix, state_dir()):
+            Deployment(prefix, state_dir()).destroy()
+        else:
+            teardown(prefix, state_dir())
+    except Exception as exc:
+        say(f"[red]teardown of {prefix} failed: {escape(str(exc))}[/]")
+
+
+def run_interleaved(results: dict[str, dict], args) -> None:
+    """Run every scenario ``args.runs`` times on every cloud, interleaved: run 1 of a scenario on
+    A, then on B, then run 2 on A, on B… so load drift on the shared machine hits both tunings
+    alike.  Each report is appended to its cloud's ``reports``; an exception of one run is recorded
+    as that cloud's ``error`` and stops its later runs, the other cloud goes on."""
+    from stackha.cli import state_dir
+    from stackha.engine.deploy import Deployment
+    from stackha.verify import scenarios as sc
+
+    clouds = {t: Deployment.open(r["lab"], state_dir()) for t, r in results.items() if "error" not in r}
+    for name in args.scenario:
+        for n in range(1, args.runs + 1):
+            for tuning, d in clouds.items():
+                res = results[tuning]
+                if "error" in res:
+                    continue
+                found = sc.applicable(d, [name])
+                if not found:
+                    continue
+                say(f"[{tuning} {name} run {n}/{args.runs}] {escape(found[0].description)}")
+                try:
+                    rep = sc.run_scenario(d, found[0], n, d.dir / "verify", lambda m: say("  " + escape(m)))
+                except Exception as exc:
+                    res["error"] = f"{name} run {n} raised {type(exc).__name__}: {exc}"
+                    say(f"[red]{tuning}: {escape(res['error'])}[/]")
+                    continue
+                res["reports"].append(rep.to_dict())
 
 
 def _median(values):
@@ -199,22 +219,40 @@ def main(argv: list[str] | None = None) -> int:
     used: set[int] = set()
     try:
         for tuning in (args.tuning or TUNINGS):
-            results[tuning] = bench_cloud(tuning, args, used, work)
+            results[tuning] = new_cloud(tuning, args, used, work)
             results[tuning]["scenarios"] = args.scenario
+        if not any("error" in r for r in results.values()):
+            run_interleaved(results, args)
+    except KeyboardInterrupt:
+        for r in results.values():
+            r.setdefault("error", "interrupted")
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            for r in results.values():
+                destroy_cloud(r)
     rows = table(results, args.runs)
     print_table(rows)
     lost = sum(r.get("lost_stackha", 0) + r.get("lost_stock", 0) for r in rows)
     errors = {t: r["error"] for t, r in results.items() if r.get("error")}
     failing = [f"{t}: {rep['scenario']}#{rep['run']} {rep['verdict']}" for t, r in results.items()
                for rep in r.get("reports", []) if rep["verdict"] != "ok"]
-    targets = [(rep["scenario"], e) for rep in results.get("stackha", {}).get("reports", []) for e in rep["expectations"]]
+    targets: dict[tuple[str, str], list[dict]] = {}
+    for rep in results.get("stackha", {}).get("reports", []):
+        for e in rep["expectations"]:
+            targets.setdefault((rep["scenario"], e["target"]), []).append(e)
     if targets:
-        tt = Table("scenario", "target (tuned cloud)", "value", "met")
-        for scn, e in targets:
-            tt.add_row(scn, e["target"], "-" if e["value"] is None else f"{e['value']:g}",
-                       "[green]yes[/]" if e["met"] else "[red]no[/]")
+        tt = Table("scenario", "target (tuned cloud)", "values over runs", "median", "runs met", "median met",
+                   title="targets")
+        for (scn, target), es in targets.items():
+            vals = [e["value"] for e in es if e["value"] is not None]
+            med = _median(vals)
+            # the targets are upper bounds, so the median meets one exactly when most runs do
+            med_met = sum(e["met"] for e in es) * 2 > len(es)
+            tt.add_row(scn, target, ", ".join(f"{v:g}" for v in vals) or "no evidence",
+                       "-" if med is None else f"{med:g}", f"{sum(e['met'] for e in es)}/{len(es)}",
+                       "[green]yes[/]" if med_met else "[red]no[/]")
         console.print(tt)
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     path = state / f"bench-failover-{stamp}.json"

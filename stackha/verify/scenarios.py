@@ -296,7 +296,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
              ("haproxy",)),
     Scenario("controller-poweroff", "power off the controller whose Galera node writes",
              lambda d, p: PowerOff([machine_of(d, galera_writer(d, p))]), 15.0,
-             (Expectation("keystone", "failed", 0, "Keystone controller loss: 0 failed requests"),),
+             (Expectation("keystone", "failed", 0, "Keystone controller loss: 0 failed requests"),
+              Expectation("keystone", "longest_gap_ms", 2000, "Keystone controller loss: token gap ≤ 2.0 s")),
              ("galera",)),
     Scenario("rabbit-node-kill", "kill -9 the RabbitMQ node leading the probe's quorum queue",
              _kill("rabbitmq", rabbit_leader), 10.0,
@@ -305,7 +306,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
     Scenario("partition-controller", "cut the writer's controller off the network (a 2|1 split; its Galera "
              "node must leave the Primary component and refuse writes), heal after 20 s",
              lambda d, p: Partition(machine_of(d, galera_writer(d, p))), 20.0,
-             (Expectation("mysql", "longest_gap_ms", 2000, "writer partitioned: write gap ≤ 2.0 s"),),
+             (Expectation("mysql", "longest_gap_ms", 2000, "writer partitioned: write gap ≤ 2.0 s"),
+              Expectation("amqp", "longest_gap_ms", 5000, "writer partitioned: AMQP confirm gap ≤ 5.0 s")),
              ("galera",), during=minority_stops_writes),
     Scenario("lb-link-flap", "flap the VIP holder's link 3× (1 s down, 2 s up)",
              lambda d, p: LinkFlap(vip_holder(d, p), count=3, down_s=1.0, up_s=2.0), 2.0, (), ("haproxy",)),
@@ -432,7 +434,7 @@ SCENARIOS.update({s.name: s for s in (
 
 #: The scenarios the failover benchmark compares (bench/failover.py).
 KEY_SCENARIOS = ("lb-master-poweroff", "galera-writer-kill", "rabbit-node-kill", "controller-poweroff",
-                 "cold-start")
+                 "partition-controller", "cold-start")
 
 
 def scenario(name: str) -> Scenario:
