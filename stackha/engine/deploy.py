@@ -13,6 +13,7 @@ half-applied; ``stackha resolved UNIT`` deploys again from there.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import shutil
 import threading
@@ -29,6 +30,7 @@ from stackha.errors import InvalidInput, UserError
 from stackha.hosts.base import Host
 from stackha.hosts.provider import CLIENT_HOST, MachineSpec, Provider, default_state_dir, host_named, open_provider
 from stackha.plan import Plan, build_plan
+from stackha.polling import WaitTimeout, wait_until
 from stackha.services import operator_for
 from stackha.services.base import AppContext, AppStatus, Unit, UnitStatus, WorkloadState
 
@@ -364,18 +366,17 @@ class Deployment:
                         finished.add(name)
         # Applications that waited on later ones are observed again once everything is applied,
         # until they settle (a load balancer marks a new backend UP after its `rise` checks).
-        settle_end = time.monotonic() + SETTLE_S
-        while True:
+        def settled() -> bool:
             for name in list(report.waiting):
                 if name in blocked or (only is not None and name not in only):
                     continue
                 status = self.observe_app(ctxs[name])
                 if all(u.state == WorkloadState.ACTIVE for u in status.units):
                     del report.waiting[name]
-            unsettled = [n for n in report.waiting if n not in blocked and (only is None or n in only)]
-            if not unsettled or time.monotonic() > settle_end:
-                break
-            time.sleep(0.5)
+            return not [n for n in report.waiting if n not in blocked and (only is None or n in only)]
+
+        with contextlib.suppress(WaitTimeout):  # what still waits stays in report.waiting
+            wait_until(settled, SETTLE_S, 0.5, what="waiting applications active")
         report.seconds = time.monotonic() - t0
         return report
 

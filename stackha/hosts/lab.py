@@ -46,6 +46,7 @@ from pyroute2 import NetNS, netns
 
 from stackha.errors import InvalidInput, UserError
 from stackha.hosts.provider import default_state_dir
+from stackha.polling import WaitTimeout, wait_until
 from stackha.hosts.base import (
     DAEMON_LOG_DIR,
     DAEMON_NAME_RE,
@@ -187,12 +188,9 @@ def _kill_cgroup(cg: Path, deadline_s: float = 5.0) -> None:
     if not cg.is_dir():
         return
     (cg / "cgroup.kill").write_text("1")
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if not _cgroup_pids(cg) and "populated 0" in (cg / "cgroup.events").read_text():
-            return
-        time.sleep(0.005)
-    raise HostError(f"processes of {cg} survived cgroup.kill for {deadline_s} s: {_cgroup_pids(cg)}")
+    wait_until(lambda: not _cgroup_pids(cg) and "populated 0" in (cg / "cgroup.events").read_text(),
+               deadline_s, 0.005, error=lambda _: HostError(
+                   f"processes of {cg} survived cgroup.kill for {deadline_s} s: {_cgroup_pids(cg)}"))
 
 
 def _remove_cgroup_tree(cg: Path) -> None:
@@ -201,15 +199,17 @@ def _remove_cgroup_tree(cg: Path) -> None:
     for child in [p for p in cg.iterdir() if p.is_dir()]:
         _remove_cgroup_tree(child)
     _kill_cgroup(cg)
-    end = time.monotonic() + 5
-    while True:
+
+    def removed() -> bool:
         try:
             cg.rmdir()
-            return
+            return True
         except OSError as exc:
-            if exc.errno != errno.EBUSY or time.monotonic() > end:
+            if exc.errno != errno.EBUSY:
                 raise
-            time.sleep(0.01)
+            return False  # the kernel has not released the emptied cgroup yet
+
+    wait_until(removed, 5, 0.01, error=lambda _: HostError(f"cgroup {cg} still busy 5 s after its processes were killed"))
 
 
 # --------------------------------------------------------------------------- the host
@@ -604,17 +604,21 @@ class LabHost(Host):
         launcher = 'cd "$3" || exit 1; echo $$ > "$1"; log=$2; shift 3; exec "$@" >> "$log" 2>&1 < /dev/null'
         self.run(["setsid", "-f", "/bin/sh", "-c", launcher, "sh", pidfile, log, cwd, *cmd],
                  env=env, check=True, timeout=15)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        def launched() -> tuple[int, float | None] | None:
+            """(pid, its start time, None if it already exited) once the launcher wrote the pidfile."""
             raw = self.read_file(pidfile)
-            if raw and raw.strip():
-                pid = int(raw)
-                start = self._proc_start(pid)
-                if start is None:
-                    break
-                self.write_file(meta, json.dumps({"pid": pid, "start": start, "argv": list(map(str, argv))}))
-                return Daemon(name=name, pid=pid, log_path=log, argv=tuple(map(str, argv)))
-            time.sleep(0.01)
+            if not (raw and raw.strip()):
+                return None
+            pid = int(raw)
+            return pid, self._proc_start(pid)
+
+        try:
+            pid, start = wait_until(launched, 5, 0.01, what=f"{name}'s pidfile")
+        except WaitTimeout:
+            start = None
+        if start is not None:
+            self.write_file(meta, json.dumps({"pid": pid, "start": start, "argv": list(map(str, argv))}))
+            return Daemon(name=name, pid=pid, log_path=log, argv=tuple(map(str, argv)))
         tail = (self.read_file(log) or b"").decode(errors="replace").strip().splitlines()[-5:]
         raise HostError(f"{self.name}: daemon {name} (`{describe(argv)}`) exited at once: {' | '.join(tail)}")
 
@@ -645,15 +649,13 @@ class LabHost(Host):
             raise HostDown(f"{self.name} is powered off")
         if not self.signal(name, sig):
             return False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.daemon(name) is None:
-                return True
-            time.sleep(0.02)
-        self.signal(name, "KILL")
-        end = time.monotonic() + 5
-        while self.daemon(name) is not None and time.monotonic() < end:
-            time.sleep(0.02)
+        gone = lambda: self.daemon(name) is None  # noqa: E731
+        try:
+            wait_until(gone, timeout, 0.02, what=f"{name} stopped")
+        except WaitTimeout:
+            self.signal(name, "KILL")
+            with contextlib.suppress(WaitTimeout):
+                wait_until(gone, 5, 0.02, what=f"{name} killed")
         return True
 
     def processes(self) -> list[ProcessInfo]:

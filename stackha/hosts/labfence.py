@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from stackha.hosts.base import FenceDevice
+from stackha.polling import WaitTimeout, wait_until
 
 HOST_FENCE_DIR = "/srv/stackha/fence"
 SOCKET_NAME = "fence.sock"
@@ -160,13 +161,12 @@ def ensure_gateway(lab) -> Path:
     with open(log, "ab") as out:
         subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                        check=True, timeout=15)
-    end = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < end:
-        if gateway_running(lab):
-            return socket_path(lab)
-        time.sleep(0.05)
-    tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) if log.exists() else ""
-    raise FenceError(f"fence gateway of lab {lab.prefix} did not start in {START_TIMEOUT_S:.0f} s: {tail}")
+    try:
+        wait_until(lambda: gateway_running(lab), START_TIMEOUT_S, 0.05, what="fence gateway running")
+        return socket_path(lab)
+    except WaitTimeout:
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:]) if log.exists() else ""
+        raise FenceError(f"fence gateway of lab {lab.prefix} did not start in {START_TIMEOUT_S:.0f} s: {tail}") from None
 
 
 # --------------------------------------------------------------------------- server

@@ -88,6 +88,7 @@ from stackha.hosts.base import (
 from stackha.hosts.inventory import Inventory, InventoryError, Target, parse_inventory
 from stackha.hosts.provider import MachineSpec, Provider
 from stackha.model.problems import Problem
+from stackha.polling import WaitTimeout, wait_until
 
 MAX_CHANNELS = 8
 KEEPALIVE_S = 5.0
@@ -525,16 +526,19 @@ class SshHost(Host):
         self._power = None
         self._last_ok = 0.0
         self._drop()
-        end = t0 + BOOT_TIMEOUT_S
-        while True:
-            try:
-                self._exec(self._command(["true"], None, None, PROBE_TIMEOUT_S), None, PROBE_TIMEOUT_S,
-                           connect_timeout=PROBE_TIMEOUT_S)
-                return time.monotonic() - t0
-            except (HostError, CommandTimeout) as exc:
-                if time.monotonic() > end:
-                    raise HostError(f"{self.name}: powered on but SSH did not answer within {BOOT_TIMEOUT_S:g} s: {exc}")
-            time.sleep(0.5)
+
+        def answers() -> bool:
+            self._exec(self._command(["true"], None, None, PROBE_TIMEOUT_S), None, PROBE_TIMEOUT_S,
+                       connect_timeout=PROBE_TIMEOUT_S)
+            return True
+
+        try:
+            wait_until(answers, max(0.0, t0 + BOOT_TIMEOUT_S - time.monotonic()), 0.5,
+                       what="SSH answering", ignore=(HostError, CommandTimeout))
+        except WaitTimeout as exc:
+            raise HostError(f"{self.name}: powered on but SSH did not answer within {BOOT_TIMEOUT_S:g} s: "
+                            f"{exc.last}") from None
+        return time.monotonic() - t0
 
     def fence_device(self) -> FenceDevice:
         """The STONITH device fencing this machine: ``fence_redfish`` / ``fence_ipmilan`` against

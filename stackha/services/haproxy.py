@@ -49,13 +49,13 @@ import csv
 import io
 import ipaddress
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from stackha.hosts.base import CommandError, HostDown, HostError
 from stackha.errors import InvalidInput
+from stackha.polling import WaitTimeout, wait_until
 from stackha.services.base import (
     BaseOperator,
     log_tail,
@@ -343,29 +343,33 @@ class HAProxyOperator(BaseOperator):
 
     def _wait_serving(self, unit: Unit, timeout_s: float) -> None:
         host = unit.host
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
+
+        def serving() -> str | bool:
             if host.daemon(DAEMON) is None:
-                break
-            if _stats(host) is not None:
+                return "exited"
+            return _stats(host) is not None and "serving"
+
+        try:
+            if wait_until(serving, timeout_s, 0.05, what="haproxy serving") == "serving":
                 return
-            time.sleep(0.05)
+        except WaitTimeout:
+            pass
         raise HostError(f"{unit.name}: haproxy did not start serving within {timeout_s:.0f} s: {log_tail(host, DAEMON, 3)}")
 
     def _wait_reloaded(self, unit: Unit, before: tuple[int, int] | None, timeout_s: float) -> None:
         host = unit.host
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
+
+        def reloaded() -> bool:
             now = _master_reloads(host)
             if now is not None and before is not None and now[0] > before[0]:
                 if now[1] > before[1]:
                     raise HostError(f"{unit.name}: haproxy reload failed (the old worker keeps serving): {log_tail(host, DAEMON, 3)}")
-                if _stats(host) is not None:
-                    return
-            if before is None and _stats(host) is not None:  # no master CLI to compare: best effort
-                return
-            time.sleep(0.05)
-        raise HostError(f"{unit.name}: haproxy did not finish reloading within {timeout_s:.0f} s: {log_tail(host, DAEMON, 3)}")
+                return _stats(host) is not None
+            # no master CLI to compare: best effort
+            return before is None and _stats(host) is not None
+
+        wait_until(reloaded, timeout_s, 0.05, error=lambda _: HostError(
+            f"{unit.name}: haproxy did not finish reloading within {timeout_s:.0f} s: {log_tail(host, DAEMON, 3)}"))
 
     def recover(self, app: AppContext) -> list[str]:
         """Restart HAProxy where it died (the same as :meth:`apply`)."""

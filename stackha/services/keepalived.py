@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from stackha.errors import InvalidInput
 from stackha.hosts.base import CommandError, HostDown, HostError
+from stackha.polling import wait_until
 from stackha.services import haproxy as _haproxy
 from stackha.model.options import allocate_router_id  # noqa: F401 (one rule for model and operator)
 from stackha.services.base import (
@@ -279,15 +279,13 @@ class KeepalivedOperator(BaseOperator):
                 KEEPALIVED_BIN, "-n", "-l", "-D", "-G", "-P", "-f", CONFIG_PATH,
                 "-p", f"{RUN_DIR}/keepalived.pid", "-r", f"{RUN_DIR}/vrrp.pid", "-c", f"{RUN_DIR}/checkers.pid",
             ])
-            end = time.monotonic() + START_TIMEOUT_S
-            while time.monotonic() < end:
+            def reported() -> bool:
                 if host.daemon(DAEMON) is None:
                     raise HostError(f"{unit.name}: keepalived exited: {log_tail(host, DAEMON, 2)}")
-                if _read_state(host, app) is not None:
-                    break
-                time.sleep(0.05)
-            else:
-                raise HostError(f"{unit.name}: keepalived reported no VRRP state in {START_TIMEOUT_S:.0f} s: {log_tail(host, DAEMON, 2)}")
+                return _read_state(host, app) is not None
+
+            wait_until(reported, START_TIMEOUT_S, 0.05, error=lambda _: HostError(
+                f"{unit.name}: keepalived reported no VRRP state in {START_TIMEOUT_S:.0f} s: {log_tail(host, DAEMON, 2)}"))
             return [f"{unit.name}: started keepalived on {host.name} (VRID {router_id(app)}, priority {priority(app, unit)})"]
         if changed:
             host.signal(DAEMON, "HUP")

@@ -96,7 +96,6 @@ import dataclasses
 import ipaddress
 import re
 import shlex
-import time
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -104,6 +103,7 @@ from typing import Any
 
 from stackha.errors import InvalidInput
 from stackha.hosts.base import CommandError, HostDown, HostError
+from stackha.polling import WaitTimeout, wait_until
 from stackha.services.base import (
     BaseOperator,
     log_tail,
@@ -942,18 +942,23 @@ class HAClusterOperator(BaseOperator):
         return out
 
     def _wait(self, pred, timeout_s: float, what: str, unit: Unit, daemon: str) -> None:
-        end = time.monotonic() + timeout_s
-        last: Any = None
-        while time.monotonic() < end:
+        """Until ``pred()`` returns True (any other value, or a HostError, is "not yet" and
+        described in the error); :class:`ClusterError` naming ``what`` after ``timeout_s`` s."""
+        last: list[Any] = [None]
+
+        def done() -> bool:
             try:
-                last = pred()
+                last[0] = pred()
             except HostError as exc:
-                last = str(exc)
-            if last is True:
-                return
-            time.sleep(0.2)
-        detail = f" ({last})" if isinstance(last, str) else ""
-        raise ClusterError(f"{what} within {timeout_s:.0f} s{detail}: {log_tail(unit.host, daemon, 2)}", unit=unit.name)
+                last[0] = str(exc)
+            return last[0] is True
+
+        try:
+            wait_until(done, timeout_s, 0.2, what=what)
+        except WaitTimeout:
+            detail = f" ({last[0]})" if isinstance(last[0], str) else ""
+            raise ClusterError(f"{what} within {timeout_s:.0f} s{detail}: {log_tail(unit.host, daemon, 2)}",
+                               unit=unit.name) from None
 
     def _corosync_ready(self, unit: Unit) -> bool | str:
         if unit.host.daemon(COROSYNC_DAEMON) is None:

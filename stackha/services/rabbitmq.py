@@ -43,6 +43,7 @@ handles (all measured in the lab):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from stackha.errors import InvalidInput, UserError
 from stackha.hosts.base import CommandResult, CommandTimeout, HostDown, HostError
+from stackha.polling import WaitTimeout, wait_until
 from stackha.services.base import (
     BaseOperator,
     AppContext,
@@ -330,11 +332,15 @@ class RabbitMQOperator(BaseOperator):
         if host.daemon(EPMD_DAEMON) is not None:
             return False
         host.spawn(EPMD_DAEMON, [EPMD, "-address", str(unit.address), "-port", str(EPMD_PORT)], user=USER)
-        deadline = time.monotonic() + 5
-        while not host.run([EPMD, "-names"]).ok:
-            if time.monotonic() > deadline or host.daemon(EPMD_DAEMON) is None:
-                raise RabbitMQError(f"{unit.name}: epmd did not start: {self._log_tail(unit, daemon=EPMD_DAEMON)}")
-            time.sleep(0.05)
+        def answering() -> bool:
+            if host.run([EPMD, "-names"]).ok:
+                return True
+            if host.daemon(EPMD_DAEMON) is None:
+                raise RabbitMQError(f"{unit.name}: epmd exited: {self._log_tail(unit, daemon=EPMD_DAEMON)}")
+            return False
+
+        wait_until(answering, 5, 0.05, error=lambda _: RabbitMQError(
+            f"{unit.name}: epmd did not start in 5 s: {self._log_tail(unit, daemon=EPMD_DAEMON)}"))
         return True
 
     def _start(self, unit: Unit) -> bool:
@@ -823,15 +829,20 @@ class RabbitMQOperator(BaseOperator):
         members it woke were empty (the queue's messages were lost); raises
         :class:`RabbitMQError` naming the nodes whose queues still have no leader."""
         def wait(deadline_s: float, until_only_empty: bool) -> dict[str, tuple[int, int]]:
-            end = time.monotonic() + deadline_s
-            while True:
+            """Per unit (queues without a leader, of which empty) once all have one — or, with
+            ``until_only_empty``, once only empty new members lack one (those never elect on
+            their own: no use waiting) — or as they are after ``deadline_s`` s."""
+            last: list[dict[str, tuple[int, int]]] = [{}]
+
+            def settled() -> bool:
                 counts = dict(zip([u.name for u in units], _parallel(units, lambda u: self._leaderless(u, False))))
-                if not any(bad for bad, _ in counts.values()) or time.monotonic() > end:
-                    return counts
-                # Empty new members never elect on their own: no use waiting for them.
-                if until_only_empty and all(bad == empty for bad, empty in counts.values()):
-                    return counts
-                time.sleep(1.0)
+                last[0] = counts
+                return (not any(bad for bad, _ in counts.values())
+                        or (until_only_empty and all(bad == empty for bad, empty in counts.values())))
+
+            with contextlib.suppress(WaitTimeout):
+                wait_until(settled, deadline_s, 1.0, what="quorum queue leaders")
+            return last[0]
 
         counts = wait(QQ_LEADER_GRACE_S, True)
         if not any(bad for bad, _ in counts.values()):
@@ -872,11 +883,16 @@ class RabbitMQOperator(BaseOperator):
                 stuck.append(u)
         # A node resuming from a pause shows the same picture for a few seconds: give it
         # STUCK_GRACE_S to finish before calling it stuck.
-        end = time.monotonic() + STUCK_GRACE_S
-        while stuck and time.monotonic() < end:
-            time.sleep(1.0)
-            stuck = [u for u in stuck if not self._app_running(u)]
-        return stuck
+        left = [stuck]
+
+        def resumed() -> bool:
+            left[0] = [u for u in left[0] if not self._app_running(u)]
+            return not left[0]
+
+        if stuck:
+            with contextlib.suppress(WaitTimeout):
+                wait_until(resumed, STUCK_GRACE_S, 1.0, what="paused nodes resuming")
+        return left[0]
 
     def _partition_losers(self, app: AppContext, alive: Sequence[Unit]) -> list[Unit]:
         """Nodes to restart when every node runs but a partition is still reported: the nodes

@@ -22,6 +22,7 @@ Probes and what they are given (from the operators, never printed):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stackha.errors import UserError
+from stackha.polling import WaitTimeout, wait_until
 from stackha.verify import check
 
 AGENT_SOURCE = Path(__file__).with_name("agent.py")
@@ -269,19 +271,18 @@ class Probes:
         def enough(name: str) -> int:
             return min(min_ok, KEYSTONE_WARM_OK) if name in SLOW_PROBES else min_ok
 
-        while True:
-            counts = self.successes()
-            if all(n >= enough(name) for name, n in counts.items()):
-                return time.monotonic() - t0
-            if time.monotonic() - t0 > deadline_s:
-                slow = []
-                for name, n in counts.items():
-                    if n < enough(name):
-                        errs = check.top_errors(check.operations(self.read(name) or []), 1)
-                        slow.append(f"{name}: {n} ok" + (f", last error {errs[0][0]}" if errs else
-                                                         f" ({self._tail(name)})"))
-                raise ProbeError(f"probes not succeeding after {deadline_s:.0f} s: " + "; ".join(slow))
-            time.sleep(0.5)
+        try:
+            wait_until(lambda: all(n >= enough(name) for name, n in self.successes().items()), deadline_s, 0.5,
+                       what="probes warm")
+            return time.monotonic() - t0
+        except WaitTimeout:
+            slow = []
+            for name, n in self.successes().items():
+                if n < enough(name):
+                    errs = check.top_errors(check.operations(self.read(name) or []), 1)
+                    slow.append(f"{name}: {n} ok" + (f", last error {errs[0][0]}" if errs else
+                                                     f" ({self._tail(name)})"))
+            raise ProbeError(f"probes not succeeding after {deadline_s:.0f} s: " + "; ".join(slow)) from None
 
     def last_node(self, name: str) -> str | None:
         """The ``node`` of the last acknowledged operation of log ``name`` (the Galera writer's
@@ -292,13 +293,16 @@ class Probes:
         return None
 
     def _wait_exit(self, names: list[str], deadline_s: float) -> list[str]:
-        end = time.monotonic() + deadline_s
-        left = [n for n in names if n in self._configs]
-        while left and time.monotonic() < end:
-            left = [n for n in left if self.client.daemon(DAEMONS[n]) is not None]
-            if left:
-                time.sleep(0.2)
-        return left
+        """The probes of ``names`` still running after ``deadline_s`` s (polled every 0.2 s)."""
+        left = [[n for n in names if n in self._configs]]
+
+        def exited() -> bool:
+            left[0] = [n for n in left[0] if self.client.daemon(DAEMONS[n]) is not None]
+            return not left[0]
+
+        with contextlib.suppress(WaitTimeout):
+            wait_until(exited, deadline_s, 0.2, what="probes exited")
+        return left[0]
 
     def stop(self, drain_deadline_s: float = 90.0) -> None:
         """Stop the probes: the stop file ends the operation loops; once the publisher is gone the

@@ -31,6 +31,7 @@ that never succeeded) fail a run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import threading
@@ -42,6 +43,7 @@ from typing import Any, Callable
 
 from stackha.errors import UserError
 from stackha.hosts.base import Host, HostError
+from stackha.polling import WaitTimeout, wait_until
 from stackha.services.base import AppContext, WorkloadState
 from stackha.services.pacemaker import HAClusterOperator, node_name, with_vip
 from stackha.verify import check
@@ -767,9 +769,8 @@ class HttpProbe:
     def stop(self) -> list[dict]:
         """Stop the probe (stop file, then SIGTERM after 5 s) and return its records."""
         self.client.write_file(self.stop_file, "stop\n")
-        end = time.monotonic() + 5
-        while self.client.daemon(self.daemon) is not None and time.monotonic() < end:
-            time.sleep(0.05)
+        with contextlib.suppress(WaitTimeout):
+            wait_until(lambda: self.client.daemon(self.daemon) is None, 5, 0.05, what="HTTP probe exited")
         if self.client.daemon(self.daemon) is not None:
             self.client.stop(self.daemon, timeout=2)
         return self.records()

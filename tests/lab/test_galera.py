@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+import polling
+
 from stackha.services import galera as g
 from stackha.services.base import AppContext, MemorySecrets, Unit, WorkloadState
 from stackha.services.galera import GaleraBlocked, GaleraOperator
@@ -52,12 +54,7 @@ print(json.dumps({"acked": acked, "failed": failed, "max_gap_s": gap}))
 
 def poll(fn, timeout: float, interval: float = 0.1):
     """fn() until truthy (returned) or ``timeout`` s passed (returns the last falsy value)."""
-    end = time.monotonic() + timeout
-    while True:
-        v = fn()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(interval)
+    return polling.poll(fn, timeout, interval)
 
 
 def make_app(lab, tuning: str = "stackha") -> AppContext:

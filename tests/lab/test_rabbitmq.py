@@ -18,6 +18,7 @@ import time
 import pytest
 
 from stackha.errors import InvalidInput
+from stackha.polling import WaitTimeout, wait_until
 from stackha.services.base import AppContext, AppStatus, MemorySecrets, Unit, WorkloadState
 from stackha.services.rabbitmq import RabbitMQOperator, node_name, parse_transport_url
 
@@ -121,15 +122,11 @@ def ctl_json(unit: Unit, *args: str):
 def wait_for(cond, deadline_s: float, what: str, step: float = 0.1, app=None, op=None):
     """Poll ``cond()`` until it returns a truthy value (returned) or ``deadline_s`` passes; the
     failure names the last observed status when ``app`` and ``op`` are given."""
-    end = time.monotonic() + deadline_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > end:
-            last = f"; last status: {describe(op.observe(app))}" if app is not None else ""
-            raise AssertionError(f"not within {deadline_s} s: {what}{last}")
-        time.sleep(step)
+    try:
+        return wait_until(cond, deadline_s, step, what=what)
+    except WaitTimeout as exc:
+        last = f"; last status: {describe(op.observe(app))}" if app is not None else ""
+        raise AssertionError(f"{exc}{last}") from None
 
 
 def all_active(status: AppStatus) -> bool:
