@@ -6,7 +6,7 @@ on a fresh lab (its VIP moved to a free /24 so it can run beside the demo), prin
 when it finished and how long its apply took (the engine applies independent applications
 concurrently: :data:`stackha.engine.deploy.DEPLOY_WORKERS`), the time from the empty lab to the
 data tier all active and to every unit active, and the resident memory (RSS, MiB) of every process of the cloud, per host and per daemon
-kind.  Then it deploys again (must report no change) and tears the lab down, also on failure.
+kind, and the whole cloud's PSS (shared pages counted once).  Then it deploys again (must report no change) and tears the lab down, also on failure.
 
 Usage: .venv/bin/python bench/deploy.py [--prefix bdep] [--bundle examples/lab-cloud.yaml]
                                         [--keep STATE_DIR]
@@ -34,6 +34,22 @@ from stackha.model import load_bundle
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lab-cloud.yaml"
 DATA_TIER = ("galera", "rabbitmq-server", "haproxy", "keepalived")
+
+
+def pss_bytes(lab) -> int:
+    """The cloud's memory without double counting: the sum of every lab process's PSS
+    (``/proc/PID/smaps_rollup``: each shared page divided among the processes mapping it), bytes.
+    The RSS sum counts a page shared by N processes (Python's libraries, uwsgi's forked workers)
+    N times."""
+    total = 0
+    for host in lab.hosts.values():
+        for pid in _cgroup_pids(host.cgroup):
+            try:
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            total += sum(int(line.split()[1]) * 1024 for line in rollup.splitlines() if line.startswith("Pss:"))
+    return total
 
 
 def rss_by_host_and_command(lab) -> dict[str, dict[str, int]]:
@@ -104,6 +120,8 @@ def main() -> None:
                 mem.add_row(host, f"{sum(per.values()) / 2**20:.0f}",
                             ", ".join(f"{n} {b / 2**20:.0f}" for n, b in top))
             mem.add_row("[bold]all hosts", f"[bold]{sum(kinds.values()) / 2**20:.0f}", "")
+            mem.add_row("[bold]all hosts, PSS", f"[bold]{pss_bytes(d.provider.lab) / 2**20:.0f}",
+                        "shared pages counted once (the figure for the ≤ 8 GiB target)")
             console.print(mem)
             by = Table("process", "RSS (MiB), all hosts", title="memory by process name")
             for name, b in sorted(kinds.items(), key=lambda kv: -kv[1])[:10]:
