@@ -135,6 +135,9 @@ def main() -> None:
             teardown(args.prefix, state)
             raise
         if args.keep:
+            from stackha.engine.clouds import write_clouds_yaml
+
+            write_clouds_yaml(d)  # as `stackha deploy` does: the client host's openstack CLI works
             console.print(f"kept: stackha --state-dir {state} destroy --lab {args.prefix}")
         else:
             teardown(args.prefix, state)
