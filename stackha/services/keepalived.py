@@ -279,6 +279,7 @@ class KeepalivedOperator(BaseOperator):
                 KEEPALIVED_BIN, "-n", "-l", "-D", "-G", "-P", "-f", CONFIG_PATH,
                 "-p", f"{RUN_DIR}/keepalived.pid", "-r", f"{RUN_DIR}/vrrp.pid", "-c", f"{RUN_DIR}/checkers.pid",
             ])
+
             def reported() -> bool:
                 if host.daemon(DAEMON) is None:
                     raise HostError(f"{unit.name}: keepalived exited: {log_tail(host, DAEMON, 2)}")
