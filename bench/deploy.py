@@ -5,8 +5,9 @@ Deploys a bundle (default examples/lab-cloud.yaml, the whole HA cloud; ``--bundl
 on a fresh lab (its VIP moved to a free /24 so it can run beside the demo), prints per application
 when it finished and how long its apply took (the engine applies independent applications
 concurrently: :data:`stackha.engine.deploy.DEPLOY_WORKERS`), the time from the empty lab to the
-data tier all active and to every unit active, and the resident memory (RSS, MiB) of every process of the cloud, per host and per daemon
-kind, and the whole cloud's PSS (shared pages counted once).  Then it deploys again (must report no change) and tears the lab down, also on failure.
+data tier all active and to every unit active, the resident memory (RSS, MiB) of every process of
+the cloud per host and per daemon kind, and the whole cloud's PSS (shared pages counted once).  Then
+it deploys again (must report no change) and tears the lab down, also on failure.
 
 Usage: .venv/bin/python bench/deploy.py [--prefix bdep] [--bundle examples/lab-cloud.yaml]
                                         [--keep STATE_DIR]

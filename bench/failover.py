@@ -14,7 +14,8 @@ Each cloud gets its own lab (prefix ``ver`` + digits) and its own /24: an overla
 bundle's VIP to ``198.18.K.250`` of a free /24 (:mod:`stackha.verify.labs`), machines as they are.
 The key scenarios (:data:`stackha.verify.scenarios.KEY_SCENARIOS`) run ``--runs`` times on each,
 interleaved (scenario S run 1 on the tuned cloud, then on the stock one, then run 2 …) so that load
-drift on the shared 2-core machine hits both; only one cloud is under a fault at a time.  The table gives per scenario and probe the median longest gap (ms) of both clouds and the ratio
+drift on the shared 2-core machine hits both; only one cloud is under a fault at a time.  The table
+gives per scenario and probe the median longest gap (ms) of both clouds and the ratio
 tuned/stock, plus failures, acknowledged-but-lost operations and the median recovery time.  Both
 labs are torn down at the end, also on failure or Ctrl-C (``--keep`` keeps them).  The figures
 and every run's report are written to ``<state>/bench-failover-<time>.json``.
