@@ -261,6 +261,23 @@ class Host(abc.ABC):
         """True if ``path`` exists on the host."""
         return self.run(["test", "-e", path]).ok
 
+    def ensure_volume(self, path: str, size_bytes: int) -> bool:
+        """Give ``path`` a file system of its own of ``size_bytes`` (bytes) if the provider can and
+        ``path`` does not exist yet; True if ``path`` is on a file system of its own afterwards
+        (:meth:`own_filesystem`).
+
+        A directory on its own volume can fill up without filling the machine's root file system
+        (the Galera disk-full fault needs that, see :class:`stackha.verify.faults.DiskFull`).  The
+        default (real machines over SSH) creates nothing: the operator partitions the disks; it
+        only reports whether ``path`` already is on a file system of its own."""
+        return self.own_filesystem(path)
+
+    def own_filesystem(self, path: str) -> bool:
+        """True if ``path`` exists on another file system than the host's ``/`` (its device
+        differs).  A bind mount of a directory of the root file system is *not* one: filling it
+        fills ``/``."""
+        return self.run(["sh", "-c", 'd=$(stat -c %d "$1") && [ "$d" != "$(stat -c %d /)" ]', "sh", path]).ok
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} {self.address}>"
 

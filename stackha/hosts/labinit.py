@@ -7,6 +7,8 @@ process of a fresh pid, mount and UTS namespace inside the host's network namesp
 1. sets the hostname;
 2. bind-mounts the host's persistent directories (its "disk") over the shared paths, e.g.
    /srv, /etc/corosync, /var/lib/pacemaker, and the lab's hosts file over /etc/hosts;
+   then mounts the host's own volumes (loop devices the lab attached, see
+   ``LabHost.ensure_volume``) on their paths;
 3. lazily unmounts every mount under /run that the new mount namespace copied from the root
    (other labs' ``/run/netns/*`` nsfs mounts among them: a copy would keep those namespaces alive
    after their lab deleted them — see LAB-NOTES "Hosts");
@@ -15,7 +17,7 @@ process of a fresh pid, mount and UTS namespace inside the host's network namesp
 5. mounts a sysfs of its own network namespace on /sys;
 6. prints ``ready`` on stdout, then reaps orphaned processes until SIGTERM.
 
-The JSON argument: ``{"hostname": str, "binds": [[src, dst], …], "run_dirs": [[path, mode,
+The JSON argument: ``{"hostname": str, "binds": [[src, dst], …], "volumes": [[device, dst], …], "run_dirs": [[path, mode,
 owner], …], "keep": [path, …]}`` — ``keep``: root-namespace paths below /run or /tmp that must stay
 visible in the host (stackha's checkout and venv when they live under /tmp).  On a failure it prints ``error: <reason>`` and exits 1.
 """
@@ -52,6 +54,9 @@ def boot(cfg: dict) -> None:
     for fd, dst in sources:
         _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{fd}", dst)
         os.close(fd)
+    for dev, dst in cfg.get("volumes", []):  # a host's own file systems (LabHost.ensure_volume)
+        os.makedirs(dst, exist_ok=True)
+        _mount(dev, dst)
     for mp in _mountpoints_under("/run"):
         subprocess.run(["umount", "-l", mp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Paths of the root namespace that must stay visible although they lie below a directory

@@ -96,8 +96,9 @@ Health endpoint
 ---------------
 ``socat TCP-LISTEN:9200,fork EXEC:/srv/galera/clustercheck.sh`` (daemon ``clustercheck``, user
 mysql): the script queries the local node and answers HTTP 200 only when
-``wsrep_local_state = 4`` (Synced) and ``wsrep_ready = ON``, else 503 — Donor/Desynced, Joining,
-non-Primary or stopped nodes all get 503 (or no answer).  :meth:`GaleraOperator.frontends`
+``wsrep_local_state = 4`` (Synced) and ``wsrep_ready = ON`` and (stackha's tuning) the datadir's
+file system has ``clustercheck-min-free`` bytes free, else 503 — Donor/Desynced, Joining,
+non-Primary, stopped or disk-full nodes all get 503 (or no answer).  :meth:`GaleraOperator.frontends`
 offers port 3306 with that check and ``single_writer`` (one active server, the others
 ``backup``): multi-writer Galera behind round-robin causes certification conflicts.
 
@@ -147,6 +148,9 @@ CNF = f"{BASE}/my.cnf"
 DATA = f"{BASE}/data"
 TMP = f"{BASE}/tmp"
 RUN = "/run/galera"
+#: Size (bytes) of the volume the lab gives BASE (sparse: only written blocks use the machine's
+#: disk), so a Galera node's disk can fill up alone (the galera-disk-full scenario).
+VOLUME_BYTES = 4 << 30
 SOCKET = f"{RUN}/mysqld.sock"
 PID = f"{RUN}/mariadbd.pid"
 ROOT_CNF = f"{BASE}/root.cnf"
@@ -304,7 +308,8 @@ class GaleraOperator(BaseOperator):
 
     Bundle options (all optional): ``cluster-name`` (default: the application name),
     ``innodb-buffer-pool-size`` (default "128M"), ``gcache-size`` (default "128M": how many
-    write-sets a donor keeps for IST), ``max-connections`` (default 500), ``client-network``
+    write-sets a donor keeps for IST), ``clustercheck-min-free`` (:meth:`min_free_bytes`),
+    ``max-connections`` (default 500), ``client-network``
     (CIDR the application users may connect from; default the /24 holding the units).
     """
 
@@ -325,6 +330,19 @@ class GaleraOperator(BaseOperator):
                                f"they would share ports {MYSQL_PORT}/{GCOMM_PORT} and fail together")
         if app.tuning not in ("stackha", "stock"):
             raise InvalidInput(f"{app.name}: tuning {app.tuning!r}: use 'stackha' or 'stock'")
+
+    def min_free_bytes(self, app: AppContext) -> int:
+        """Bytes the datadir's file system must have free for clustercheck to answer 200: option
+        ``clustercheck-min-free`` (a size such as 64M; 0 turns the check off), default 64 MiB with
+        stackha's tuning and 0 (the classic clustercheck) with ``stock``.  A full datadir leaves
+        the node Synced while InnoDB fails every write with 1114 "table is full": measured 19.7 s
+        of failed writes through the VIP for a 20 s fault without the check (stackha verify
+        --scenario galera-writer-disk-full).  Raises :class:`InvalidInput` for a bad size."""
+        raw = str(self._option(app, "clustercheck-min-free", "64M" if app.tuning == "stackha" else "0"))
+        if not _SIZE_RE.match(raw):
+            raise InvalidInput(f"{app.name}: clustercheck-min-free {raw!r}: give a size such as 64M (0: no check)")
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(raw[-1], 1)
+        return int(raw.rstrip("KMG")) * unit
 
     def _option(self, app: AppContext, name: str, default: Any) -> Any:
         return app.options.get(name, app.options.get(name.replace("-", "_"), default))
@@ -361,6 +379,7 @@ class GaleraOperator(BaseOperator):
         Pure apart from reading (first time: generating) secrets.  Raises :class:`InvalidInput`
         for fewer than 3 units, two units on one host, an unknown tuning or a bad option."""
         self._check(app)
+        min_free = self.min_free_bytes(app)
         pool = str(self._option(app, "innodb-buffer-pool-size", "128M"))
         if not _SIZE_RE.match(pool):
             raise InvalidInput(f"{app.name}: innodb-buffer-pool-size {pool!r}: give a size such as 128M")
@@ -388,7 +407,8 @@ class GaleraOperator(BaseOperator):
                                     password=app.secrets.get("clustercheck-password"), socket=SOCKET,
                                     connect_timeout=CONNECT_TIMEOUT_S)
             script = render_template("galera/clustercheck.sh.j2", unit=u.name, node_name=u.slug,
-                                     cnf=CHECK_CNF, check_port=CHECK_PORT, query_timeout=int(QUERY_TIMEOUT_S))
+                                     cnf=CHECK_CNF, check_port=CHECK_PORT, query_timeout=int(QUERY_TIMEOUT_S),
+                                     datadir=DATA, min_free_bytes=min_free)
             out[u.name] = {
                 CNF: RenderedFile(my, mode=0o600, owner="mysql"),
                 ROOT_CNF: RenderedFile(root, mode=0o600),
@@ -446,6 +466,8 @@ class GaleraOperator(BaseOperator):
         changes: list[str] = []
         reconfigured: set[str] = set()
         for u in app.units:
+            if u.host.ensure_volume(BASE, VOLUME_BYTES) and not u.host.exists(DATA):
+                changes.append(f"{u.name}: {BASE} on a volume of its own ({VOLUME_BYTES >> 30} GiB)")
             changes += self._prepare(u)
             written = install_files(u.host, files[u.name])
             if written:

@@ -18,11 +18,13 @@ Faults (seed 001 "Measuring HA"; DESIGN.md "verify"):
   with SIGSTOP (its process and listening sockets stay, nothing answers), SIGCONT in ``restore``;
   :class:`PacketLoss` — a share of every packet in and out of a host dropped (an nftables table with
   ``numgen random``, removed in ``restore``).  Delay (tc netem) is not offered: the lab machine's
-  kernel has no ``sch_netem`` (``tc qdisc add … netem`` answers "Specified qdisc kind is unknown").
+  kernel has no ``sch_netem`` (``tc qdisc add … netem`` answers "Specified qdisc kind is unknown");
+  :class:`DiskFull` — the file system of a daemon's data filled until writes fail with ENOSPC.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
@@ -258,6 +260,67 @@ class PacketLoss(Fault):
             self.host.run(["nft", "delete", "table", "inet", LOSS_TABLE], timeout=20)
         self._on = False
         return [FaultEvent(t, "packet loss removed", self.host.name)]
+
+
+BALLAST = ".stackha-ballast"
+
+
+class DiskFull(Fault):
+    """Fill the file system holding ``path`` on ``host`` until writes fail with ENOSPC (a ballast
+    file, ``fallocate`` then ``dd`` to the last block), and check that an unprivileged write there
+    really fails; ``restore`` deletes the ballast.  Refuses (:class:`HostError`) unless ``path`` is
+    on a file system of its own (:meth:`Host.own_filesystem`, :meth:`Host.ensure_volume`): filling a shared or root file system
+    would break the machine, not the one daemon.  ``user``: who must see ENOSPC (the daemon's
+    user, e.g. ``mysql``)."""
+
+    name = "disk full"
+
+    def __init__(self, host: Host, path: str, user: str = "nobody"):
+        if not re.fullmatch(r"/[A-Za-z0-9/_.-]*", path) or not re.fullmatch(r"[a-z_][a-z0-9_-]*", user):
+            raise ValueError(f"disk full: give an absolute plain path and a user name, not {path!r} / {user!r}")
+        self.host, self.path, self.user = host, path.rstrip("/") or "/", user
+        self._ballast = f"{self.path}/{BALLAST}"
+        self._on = False
+
+    def describe(self) -> str:
+        return f"fill {self.path} on {self.host.name} (ENOSPC)"
+
+    def script(self) -> str:
+        """The shell script that fills the file system and proves ENOSPC (exit 3: not a file
+        system of its own; 4: a write still succeeds; 5: it failed, but not with ENOSPC)."""
+        p, b = self.path, self._ballast
+        return (f'[ "$(stat -c %d {p})" != "$(stat -c %d /)" ] || exit 3\n'  # Host.own_filesystem
+                f"mkdir -p {p}/.stackha-probe && chmod 1777 {p}/.stackha-probe || exit 5\n"
+                f"avail=$(df --output=avail -B1 {p} | tail -n 1)\n"
+                f"fallocate -l $(( avail > 1048576 ? avail - 1048576 : 4096 )) {b} || true\n"
+                f"dd if=/dev/zero of={b}.tail bs=4096 status=none 2>/dev/null || true\n"
+                f"out=$(su -s /bin/sh {self.user} -c 'head -c 65536 /dev/zero > {p}/.stackha-probe/w' 2>&1)"
+                f" && exit 4\n"
+                f"rm -f {p}/.stackha-probe/w\n"
+                f'case "$out" in *"No space left"*) exit 0;; esac\n'
+                f'echo "$out" >&2; exit 5\n')
+
+    def inject(self) -> list[FaultEvent]:
+        t = time.time()
+        res = self.host.run(["/bin/sh", "-c", self.script()], timeout=120)
+        self._on = res.rc != 3
+        if res.rc == 3:
+            raise HostError(f"{self.host.name}: {self.path} is not a volume of its own; refusing to fill it")
+        if not res.ok:
+            self.restore()
+            why = "still takes writes" if res.rc == 4 else f"refused a write but not with ENOSPC: {res.stderr.strip()[-200:]}"
+            raise HostError(f"{self.host.name}: {self.path} {why} after filling it (exit {res.rc})")
+        return [FaultEvent(t, f"{self.path} full (ENOSPC)", self.host.name, time.time() - t)]
+
+    def restore(self) -> list[FaultEvent]:
+        if not self._on:
+            return []
+        t = time.time()
+        if self.host.is_on():
+            self.host.run(["rm", "-rf", self._ballast, f"{self._ballast}.tail", f"{self.path}/.stackha-probe"],
+                          timeout=60)
+        self._on = False
+        return [FaultEvent(t, f"{self.path} freed", self.host.name)]
 
 
 class Together(Fault):

@@ -45,9 +45,11 @@ from stackha.errors import UserError
 from stackha.hosts.base import Host, HostError
 from stackha.polling import WaitTimeout, wait_until
 from stackha.services.base import AppContext, WorkloadState
+from stackha.services.galera import BASE as GALERA_BASE
 from stackha.services.pacemaker import HAClusterOperator, node_name, with_vip
 from stackha.verify import check
 from stackha.verify.faults import (
+    DiskFull,
     Fault,
     FaultEvent,
     Freeze,
@@ -403,6 +405,11 @@ SCENARIOS.update({s.name: s for s in (
     Scenario("galera-writer-freeze", "gray failure: SIGSTOP the Galera node that writes (process and port "
              "stay; nothing answers) for 20 s", lambda d, p: Freeze(galera_writer(d, p), _daemon("galera")), 20.0,
              (Expectation("mysql", "longest_gap_ms", 5000, "frozen writer: write gap ≤ 5.0 s"),),
+             ("galera",)),
+    Scenario("galera-writer-disk-full", "gray failure: fill the writing Galera node's data volume (ENOSPC on "
+             "its datadir; the node stays up and Synced) for 20 s",
+             lambda d, p: DiskFull(galera_writer(d, p), GALERA_BASE, "mysql"), 20.0,
+             (Expectation("mysql", "longest_gap_ms", 5000, "full writer disk: write gap ≤ 5.0 s"),),
              ("galera",)),
     Scenario("rabbit-node-freeze", "gray failure: SIGSTOP the RabbitMQ node leading the probe's quorum queue "
              "for 20 s", lambda d, p: Freeze(rabbit_leader(d, p), _daemon("rabbitmq")), 20.0,

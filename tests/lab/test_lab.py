@@ -45,6 +45,8 @@ def traces(prefix: str, state_dir: Path) -> list[str]:
             found.append(f"nsfs mount of the lab seen by pid {pid}")
     if Path(labdir).exists():
         found.append(f"state {labdir}")
+    loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
+    found += [f"loop device {ln.split(':')[0]}" for ln in loops.splitlines() if labdir in ln]
     leases = labmod.LEASE_DIR
     if leases.is_dir():
         found += [f"lease {p}" for p in leases.iterdir() if p.read_text().strip() == prefix]
@@ -105,6 +107,36 @@ def test_power_off_kills_everything_fast_and_power_on_boots_fresh(lab_factory):
     assert h2.daemon("sleeper") is None
     assert h2.read_file("/run/marker") is None, "/run must not survive a power cycle"
     assert h2.read_file("/srv/marker") == b"disk\n", "/srv is the host's disk"
+
+
+def test_volume_fills_up_alone_survives_power_cycles_and_goes_with_the_lab(lab_factory, state_dir):
+    """LabHost.ensure_volume + DiskFull: ENOSPC on the volume only, data kept across power cycles,
+    the loop device released at teardown; DiskFull refuses a path that is not a volume."""
+    from stackha.hosts.base import HostError
+    from stackha.verify.faults import DiskFull
+
+    lab = lab_factory(1)
+    (h,) = lab.hosts.values()
+    with pytest.raises(HostError, match="not a volume"):
+        DiskFull(h, "/srv", "mysql").inject()
+    assert h.ensure_volume("/srv/vol", 1 << 30)
+    assert h.ensure_volume("/srv/vol", 1 << 30)  # idempotent
+    h.run("echo kept > /srv/vol/data; echo root > /srv/other", check=True)
+    full = DiskFull(h, "/srv/vol", "mysql")
+    full.inject()
+    assert "No space left" in h.run("head -c 65536 /dev/zero > /srv/vol/more").stderr
+    assert h.run("head -c 65536 /dev/zero > /srv/elsewhere").ok, "only the volume may be full"
+    full.restore()
+    assert h.run("head -c 65536 /dev/zero > /srv/vol/more").ok
+    for _ in range(2):
+        h.power_off()
+        h.power_on()
+        assert h.own_filesystem("/srv/vol") and not h.own_filesystem("/srv")
+        assert h.read_file("/srv/vol/data") == b"kept\n"
+    h.run("mkdir -p /srv/plain", check=True)
+    assert not h.ensure_volume("/srv/plain", 1 << 30), "an existing directory keeps its data where it is"
+    teardown(lab.prefix, state_dir)
+    assert traces(lab.prefix, state_dir) == []
 
 
 def test_vip_is_flushed_by_power_off(lab_factory):

@@ -216,11 +216,13 @@ def test_mariadbd_accepts_the_rendered_config(tmp_path):
 
 
 # ----------------------------------------------------------------- the clustercheck responder
-def run_clustercheck(tmp_path: Path, fake_output: str | None, request: str = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"):
+def run_clustercheck(tmp_path: Path, fake_output: str | None, request: str = "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                     options=None, tuning: str = "stackha"):
     """Run the rendered clustercheck.sh with a fake `mariadb` on PATH printing ``fake_output``
-    (None: the client fails, as when mariadbd is down)."""
+    (None: the client fails, as when mariadbd is down); the datadir is ``tmp_path``."""
     script = tmp_path / "clustercheck.sh"
-    script.write_text(GaleraOperator().render(app())["galera/0"][g.CHECK_SCRIPT].content)
+    content = GaleraOperator().render(app(options=options, tuning=tuning))["galera/0"][g.CHECK_SCRIPT].content
+    script.write_text(content.replace(g.DATA, str(tmp_path)))
     script.chmod(0o755)
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
@@ -256,3 +258,22 @@ def test_clustercheck_answers_200_only_when_synced_and_ready(tmp_path, output, e
 def test_clustercheck_answers_even_without_a_request(tmp_path):
     status, _ = run_clustercheck(tmp_path, "wsrep_local_state\t4\nwsrep_ready\tON\n", request="")
     assert status == "HTTP/1.1 200 OK"
+
+
+def test_clustercheck_answers_503_when_the_datadir_is_nearly_full(tmp_path):
+    """A Synced node whose datadir's file system has less than clustercheck-min-free bytes free
+    fails every write (1114 "table is full"): 503 under stackha's tuning, 200 with the check off
+    and under stock tuning (the classic clustercheck)."""
+    synced = "wsrep_local_state\t4\nwsrep_ready\tON\n"
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    above = f"{free // (1 << 30) + 1024}G"  # more than this file system has free
+    status, body = run_clustercheck(tmp_path, synced, options={"clustercheck-min-free": above})
+    assert status == "HTTP/1.1 503 Service Unavailable" and "bytes free" in body, body
+    assert run_clustercheck(tmp_path, synced)[0] == "HTTP/1.1 200 OK"  # 64M default: plenty here
+    assert run_clustercheck(tmp_path, synced, options={"clustercheck-min-free": "0"})[0] == "HTTP/1.1 200 OK"
+    status, _ = run_clustercheck(tmp_path, synced, options={"clustercheck-min-free": above}, tuning="stock")
+    assert status == "HTTP/1.1 503 Service Unavailable"  # an explicit option applies to stock too
+    assert GaleraOperator().min_free_bytes(app(tuning="stock")) == 0
+    assert GaleraOperator().min_free_bytes(app()) == 64 << 20
+    with pytest.raises(InvalidInput, match="clustercheck-min-free"):
+        GaleraOperator().render(app(options={"clustercheck-min-free": "lots"}))
