@@ -224,8 +224,9 @@ class Host(abc.ABC):
 
     @abc.abstractmethod
     def power_off(self) -> float:
-        """Fence the host: every process dies at once, its link goes down and its addresses
-        (including any VIP it held) are flushed, as with a pulled power cord.  Persistent disk
+        """Fence the host: its link goes down, every process dies at once and its addresses
+        (including any VIP it held) are flushed, as with a pulled power cord: peers get no FIN or
+        RST from it and find out by their own timeouts.  Persistent disk
         state survives; RAM state (/run, /dev/shm, /tmp) does not.  Idempotent.
         Returns the time it took in seconds."""
 

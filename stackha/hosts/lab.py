@@ -475,11 +475,15 @@ class LabHost(Host):
 
     # ----------------------------------------------------------------- power
     def power_off(self) -> float:
+        """The link goes down first, then every process dies: a machine that loses power sends
+        nothing more, so its peers see no FIN or RST from the sockets the kill closes (they find
+        out by their own timeouts, as after a real power loss).  Then the addresses are flushed
+        (a VIP it held must not come back with it).  Returns the time taken (s)."""
         t0 = time.monotonic()
-        (self.cgroup / "cgroup.kill").write_text("1")
         with NetNS(self.netns) as ns:
             idx = self._eth0(ns)
             ns.link("set", index=idx, state="down")
+            (self.cgroup / "cgroup.kill").write_text("1")
             ns.flush_addr(index=idx)
         _kill_cgroup(self.cgroup)
         self._init_pid = None
