@@ -11,13 +11,13 @@ PKGS=(haproxy keepalived mariadb-server mariadb-client galera-4 rsync rabbitmq-s
       pacemaker corosync crmsh resource-agents fence-agents socat iproute2 iputils-arping
       iputils-ping procps psmisc util-linux curl python3-venv
       openssh-server openssh-client sudo nftables)
-# OpenStack services (Zed in Debian 12) and the real clients (LAB-NOTES "OpenStack services",
+# OpenStack services (Zed in Debian 12), memcached (Keystone's cache) and the real clients (LAB-NOTES "OpenStack services",
 # "Swift", "Masakari", "Tempest").  nova-compute itself drags libvirt and qemu: compute hosts run
 # python3-nova's nova-compute with the fake driver instead.  Masakari (instance HA): the API and
 # engine, the host and process monitors and the client (`openstack segment …`).  Not
 # pacemaker-remote: Debian's package Conflicts with pacemaker (the lab's hosts share one set of
 # packages), and installing one removes the other.
-OS_PKGS=(keystone python3-openstackclient uwsgi uwsgi-plugin-python3
+OS_PKGS=(keystone memcached python3-openstackclient uwsgi uwsgi-plugin-python3
          swift swift-proxy swift-account swift-container swift-object python3-swiftclient
          python3-keystonemiddleware
          glance-api placement-api nova-api nova-conductor nova-scheduler python3-nova neutron-server
@@ -60,7 +60,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     # Some postinst scripts start daemons without invoke-rc.d; stop any that did
     # (they would run in the root namespace, outside any lab).
-    for pidf in /run/rabbitmq/pid /run/mysqld/mysqld.pid /run/haproxy.pid /run/keepalived.pid; do
+    for pidf in /run/rabbitmq/pid /run/mysqld/mysqld.pid /run/haproxy.pid /run/keepalived.pid \
+                /run/memcached/memcached.pid; do
         [ -s "$pidf" ] && kill "$(cat "$pidf")" 2>/dev/null || true
     done
 fi

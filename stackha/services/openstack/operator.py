@@ -306,8 +306,11 @@ class OpenStackServiceOperator(BaseOperator):
         """Start (or, with ``restart``, restart) the unit's daemons and wait for its APIs."""
         d = self.descriptor
         changes = []
-        wanted: list[tuple[str, list[str], str]] = [(a.name, self.daemon_argv(a), a.user or d.user) for a in d.apis]
-        wanted += [(w.name, list(w.argv), w.user or d.user) for w in self.workers_on(app, unit)]
+        # Workers first: an API may use one at once (Keystone's memcached: a cache server found
+        # dead is skipped for memcache_dead_retry s).
+        wanted: list[tuple[str, list[str], str]] = [(w.name, list(w.argv), w.user or d.user)
+                                                     for w in self.workers_on(app, unit)]
+        wanted += [(a.name, self.daemon_argv(a), a.user or d.user) for a in d.apis]
         touched = False
         for name, argv, user in wanted:
             running = unit.host.daemon(name)
