@@ -50,6 +50,10 @@ OP_TIMEOUTS = {"mysql": 3.0, "amqp": 3.0, "keystone": 10.0, "swift": 10.0, "nova
 #: Seconds an accepted server create may take to end ACTIVE or ERROR before it counts as lost
 #: (issue 13: "never stuck in BUILD past a deadline").
 NOVA_BUILD_TIMEOUT_S = 120.0
+#: Token operations in flight at most (one starts every INTERVALS["keystone"] s): a request
+#: stuck on a silently dead path (its own 10 s timeout) does not stop the next ones — the gap is
+#: Keystone's through the VIP, the stuck request one failure (agent.py, ``keystone``).
+KEYSTONE_CONCURRENCY = 4
 #: Acknowledged token operations the Keystone probe needs before the fault (each takes 1–7 s
 #: when the machine's two cores are shared with other labs).
 KEYSTONE_WARM_OK = 2
@@ -206,7 +210,8 @@ class Probes:
             cfgs["amqp-consume"] = {**self._common("amqp-consume", "amqp"), "amqp": a, "drain_file": self.drain_file,
                                     "duration_s": self.duration_s + 120, "max_ops": 10 ** 6}
         if "keystone" in self.probes:
-            cfgs["keystone"] = {**self._common("keystone", "keystone"), "keystone": self._keystone_cfg(ctxs)}
+            cfgs["keystone"] = {**self._common("keystone", "keystone"), "keystone": self._keystone_cfg(ctxs),
+                                "concurrency": KEYSTONE_CONCURRENCY}
         fx = None
         if {"nova", "glance", "neutron"} & set(self.probes):
             from stackha.verify.fixtures import compute_fixtures

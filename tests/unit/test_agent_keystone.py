@@ -1,0 +1,47 @@
+"""The Keystone probe of the agent: a request stuck on a silently dead path fails on its own
+timeout and does not hold back the requests sent after it (``concurrency``)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+from stackha.verify import agent
+
+
+def run_probe(tmp_path, monkeypatch, concurrency: int) -> list[dict]:
+    calls = itertools.count()
+    lock = threading.Lock()
+
+    def fake_http(method, url, timeout, headers, body=None):
+        with lock:
+            n = next(calls)
+        if n == 0:  # the first token request: its load balancer lost power, no RST ever comes
+            time.sleep(timeout)
+            raise TimeoutError("timed out")
+        return (201, {"X-Subject-Token": "tok"}) if method == "POST" else (200, {})
+
+    monkeypatch.setattr(agent, "_http", fake_http)
+    log = agent.Log(str(tmp_path / "keystone.jsonl"))
+    cfg = {"keystone": {"url": "http://keystone.invalid/v3", "user": "u", "password": "p"}, "run": "r",
+           "interval_s": 0.05, "duration_s": 1.0, "op_timeout_s": 0.8, "max_ops": 100, "concurrency": concurrency}
+    assert agent.probe_keystone(cfg, log) == "duration reached"
+    log.close()
+    return [json.loads(ln) for ln in (tmp_path / "keystone.jsonl").read_text().splitlines()]
+
+
+def test_a_stuck_request_fails_alone_and_later_ones_succeed_meanwhile(tmp_path, monkeypatch):
+    recs = run_probe(tmp_path, monkeypatch, concurrency=4)
+    stuck = next(r for r in recs if not r["ok"])
+    assert stuck["id"] == "r-k000001" and stuck["end"] - stuck["start"] >= 0.8
+    during = [r for r in recs if r["ok"] and r["end"] < stuck["end"]]
+    assert len(during) >= 5, "requests sent after the stuck one must not wait for it"
+    assert len({r["id"] for r in recs}) == len(recs) and sum(not r["ok"] for r in recs) == 1
+
+
+def test_one_request_at_a_time_waits_for_the_stuck_one(tmp_path, monkeypatch):
+    recs = run_probe(tmp_path, monkeypatch, concurrency=1)
+    stuck = next(r for r in recs if not r["ok"])
+    assert not [r for r in recs if r["ok"] and r["end"] < stuck["end"]]
