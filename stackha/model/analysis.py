@@ -177,7 +177,14 @@ KNOWN_LIMITS: dict[str, str] = {
                  "every broker loses power at once can come back empty after the cold start — its "
                  "confirmed messages are lost (3 of 3 lab runs in one session, 1 of 2 in another; tests/lab/test_rabbitmq.py, an expected "
                  "failure). stackha's recover reports it as DATA LOST. Queues older than that keep "
-                 "every confirmed message."),
+                 "every confirmed message. A node that goes silent (power loss, cut link) is declared "
+                 "down only after net_ticktime (stackha: 10 s, so 7.5-12.5 s), and its quorum queues "
+                 "elect new leaders after that: AMQP confirm gaps of about 11 s (stackha verify, "
+                 "partition-controller and controller-poweroff)."),
+    "haproxy": ("A request already in flight through a load balancer or to a backend that loses power "
+                "gets no answer and no reset: it waits for its client's own timeout (10 s for stackha "
+                "verify's Keystone probe); requests sent after the VIP moved are served within about "
+                "1 s. Clients should set request timeouts and retry."),
 }
 
 
