@@ -164,7 +164,7 @@ class _Loader(_SafeBase):  # type: ignore[misc, valid-type]
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, TypeError, OverflowError) as exc:
+        except (ValueError, TypeError, OverflowError, IndexError) as exc:  # IndexError: "!!int " (empty)
             raise yaml.constructor.ConstructorError(
                 None, None, f"cannot read the value {excerpt(node.value) if isinstance(node, yaml.ScalarNode) else ''}"
                 f" as {node.tag.rsplit(':', 1)[-1]}: {excerpt(str(exc), 80)}", node.start_mark) from None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from stackha.cli import main
@@ -144,6 +144,7 @@ def structure_mutants(draw: st.DrawFn) -> bytes:
 @pytest.mark.timeout(TIMEOUT)
 @FUZZ
 @given(bundle=byte_mutants(), as_overlay=st.booleans())
+@example(bundle=b'machines: {"0": {}, "1": {!!int }}\napplications: {}\n', as_overlay=False)  # pyyaml: IndexError
 def test_byte_mutants_exit_0_1_or_2(bundle: bytes, as_overlay: bool) -> None:
     _check(bundle, as_overlay)
 
