@@ -152,6 +152,32 @@ def rabbit_leader(d, probes: Probes) -> Host:
     return r.units[0].host
 
 
+def unit_machines(d) -> list[Host]:
+    """The machine of every unit of the deployment, once each."""
+    out: list[Host] = []
+    for c in d.contexts().values():
+        for u in c.units:
+            m = machine_of(d, u.host)
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def power_on_fenced(hosts: list[Host]) -> list[FaultEvent]:
+    """Power on every host of ``hosts`` (those that were on before the fault) that is off now:
+    STONITH fenced it during the fault (stackha's default ``stonith_action`` is ``off``, which
+    leaves a fenced node off until someone powers it on), and the operator — played here by the
+    scenario, after the fault — powers it on, as ``_FencedPowerOn`` does for the Pacemaker
+    scenarios.  Returns the power-on events."""
+    events = []
+    for h in hosts:
+        if not h.is_on():
+            t = time.time()
+            h.power_on()
+            events.append(FaultEvent(t, "powered on after being fenced during the fault", h.name, time.time() - t))
+    return events
+
+
 def controllers(d) -> list[Host]:
     """The machines of every unit that is not a load balancer (Galera, RabbitMQ, Keystone …)."""
     out: list[Host] = []
@@ -528,6 +554,7 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
         probes.start()
         probes.wait_warm(WARM_OK)
         time.sleep(BASELINE_S)  # steady traffic before the fault (the timeline's baseline)
+        was_on = [h for h in unit_machines(d) if h.is_on()]
         fault = s.fault(d, probes)
         rep.fault = fault.describe()
         say(f"fault: {rep.fault}")
@@ -540,6 +567,10 @@ def run_scenario(d, s: Scenario, run: int, out_dir: Path, say: Callable[[str], N
         # the rest of the fault's duration: the HA mechanisms act on their own meanwhile
         time.sleep(max(0.0, t_fault + s.hold_s - time.time()))
         restored = fault.restore()
+        fenced = power_on_fenced(was_on)
+        for e in fenced:
+            say(f"{e.host}: {e.what}")
+        restored += fenced
         events += restored
         t_restore = restored[0].t if restored else time.time()
         events.append(FaultEvent(time.time(), "stackha recovery starts"))
