@@ -117,3 +117,25 @@ def test_a_pacemaker_flow_problem_or_a_probe_that_never_came_back_fails_the_run(
     assert rep.failed and rep.verdict == "truncated", (rep.verdict, rep.error)
     rep = fake_flow(tmp_path, ops=[])  # an empty probe log is no evidence, never ok
     assert rep.failed and rep.verdict == "no-evidence", (rep.verdict, rep.error)
+
+
+class PowerHost:
+    def __init__(self, name: str, on: bool):
+        self.name, self.on, self.powered_on = name, on, 0
+
+    def is_on(self) -> bool:
+        return self.on
+
+    def power_on(self) -> float:
+        self.on, self.powered_on = True, self.powered_on + 1
+        return 0.0
+
+
+def test_hosts_fenced_during_the_fault_are_powered_on_and_only_those():
+    """A node STONITH left off during the fault is powered on after it (the operator's part);
+    a host that was on and still is, is left alone."""
+    fenced, alive = PowerHost("m0", on=False), PowerHost("m1", on=True)
+    events = sc.power_on_fenced([fenced, alive])
+    assert fenced.on and fenced.powered_on == 1 and alive.powered_on == 0
+    assert [(e.host, e.what) for e in events] == [("m0", "powered on after being fenced during the fault")]
+    assert sc.power_on_fenced([fenced, alive]) == []
