@@ -31,11 +31,11 @@ import pytest
 from tests.lab.cloud import EXAMPLES, all_active, ctx, deployed, openstack, reused
 from tests.lab.polling import wait_for
 
-# Not yet part of `make test`: the control-plane tests pass, but no compute-host recovery has
-# finished on the lab yet (Masakari's engine met 502/503 from Nova through the VIP on a loaded
-# machine: issue 14's closing note).  Run it on purpose with STACKHA_TEST_INSTANCE_HA=1.
+# Not part of `make test`: the module deploys an 11-host cloud and took 16 min beside another lab
+# (5 passed on 2026-12-07: reserved_host 4 servers ACTIVE 61.1 s after the fence, auto 49.5 s),
+# which would push the suite past its 45-min budget.  Run it on purpose with STACKHA_TEST_INSTANCE_HA=1.
 pytestmark = pytest.mark.skipif(os.environ.get("STACKHA_TEST_INSTANCE_HA") != "1",
-                                reason="instance HA recovery not passing yet (issue 14); STACKHA_TEST_INSTANCE_HA=1 runs it")
+                                reason="16-min instance HA module, outside make test's budget; STACKHA_TEST_INSTANCE_HA=1 runs it")
 
 NOVA = "--os-compute-api-version=2.74"  # --host (2.74) and --nic none (2.37)
 SERVERS = 4
