@@ -149,7 +149,7 @@ DATA = f"{BASE}/data"
 TMP = f"{BASE}/tmp"
 RUN = "/run/galera"
 #: Size (bytes) of the volume the lab gives BASE (sparse: only written blocks use the machine's
-#: disk), so a Galera node's disk can fill up alone (the galera-disk-full scenario).
+#: disk), so a Galera node's disk can fill up alone (the galera-writer-disk-full scenario).
 VOLUME_BYTES = 4 << 30
 SOCKET = f"{RUN}/mysqld.sock"
 PID = f"{RUN}/mariadbd.pid"
