@@ -152,10 +152,12 @@ def rabbit_leader(d, probes: Probes) -> Host:
     return r.units[0].host
 
 
-def unit_machines(d) -> list[Host]:
-    """The machine of every unit of the deployment, once each."""
+def unit_machines(d, skip_kinds: tuple[str, ...] = ()) -> list[Host]:
+    """The machine of every unit of the deployment (but those of ``skip_kinds``), once each."""
     out: list[Host] = []
     for c in d.contexts().values():
+        if c.kind in skip_kinds:
+            continue
         for u in c.units:
             m = machine_of(d, u.host)
             if m not in out:
@@ -180,15 +182,7 @@ def power_on_fenced(hosts: list[Host]) -> list[FaultEvent]:
 
 def controllers(d) -> list[Host]:
     """The machines of every unit that is not a load balancer (Galera, RabbitMQ, Keystone …)."""
-    out: list[Host] = []
-    for c in d.contexts().values():
-        if c.kind in LB_KINDS:
-            continue
-        for u in c.units:
-            m = machine_of(d, u.host)
-            if m not in out:
-                out.append(m)
-    return out
+    return unit_machines(d, LB_KINDS)
 
 
 # --------------------------------------------------------------------------- scenarios
