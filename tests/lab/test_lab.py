@@ -139,6 +139,17 @@ def test_volume_fills_up_alone_survives_power_cycles_and_goes_with_the_lab(lab_f
     assert traces(lab.prefix, state_dir) == []
 
 
+def test_firewall_rules_do_not_survive_a_power_cycle(lab_factory):
+    """nftables rules are RAM state: a table set before a power-off is gone after power-on."""
+    lab = lab_factory(1)
+    (h,) = lab.hosts.values()
+    h.run(["nft", "add", "table", "inet", "stackha_test"], check=True)
+    assert "stackha_test" in h.run(["nft", "list", "tables"], check=True).stdout
+    h.power_off()
+    h.power_on()
+    assert "stackha_test" not in h.run(["nft", "list", "tables"], check=True).stdout
+
+
 def test_vip_is_flushed_by_power_off(lab_factory):
     lab = lab_factory(2)
     h1, _ = lab.hosts.values()
