@@ -1228,8 +1228,10 @@ def _pacemaker_runner(flow: str) -> Callable[..., "RunReport"]:
             args: tuple = ()
             if flow == "pacemaker-service-kill":
                 st = HAClusterOperator().observe(with_vip(ha))
+                # daemon resources only: not the VIP, not a fence device ("fence-<node>", an id
+                # no daemon resource may take) — killing a fence device's "daemon" measures nothing
                 single = [r for r, where in sorted(st.facts.get("resources", {}).items())
-                          if r != "vip" and len(where or []) == 1]
+                          if r != "vip" and not r.startswith("fence-") and len(where or []) == 1]
                 if not single:
                     raise ScenarioError(f"{ha.name}: no daemon resource runs on exactly one node "
                                         f"(resources: {st.facts.get('resources')})")
