@@ -696,11 +696,14 @@ def summarize(reports: list[RunReport]) -> list[dict]:
 # - ``pacemaker-vip-node-poweroff`` (:func:`vip_node_poweroff`): power off the node holding the VIP;
 #   the VIP and the active/passive service move to another node, the fence history shows the dead
 #   node fenced, clients through the VIP see one gap;
-# - ``pacemaker-service-kill`` (:func:`service_kill`): ``kill -9`` of a daemon resource; Pacemaker's
-#   monitor notices and restarts it in place (same node, a failcount of 1);
+# - ``pacemaker-service-kill`` (:func:`service_kill`): ``kill -9`` of a daemon resource (of a clone:
+#   its instance on the VIP holder); Pacemaker's monitor notices and restarts it in place (same
+#   node, a failcount of 1);
 # - ``pacemaker-minority`` (:func:`minority`): power off 2 of 3 nodes; the survivor loses quorum and
 #   stops its resources (no-quorum-policy=stop: the VIP leaves it); powering one node back on (and
-#   ``recover`` starting its cluster stack) brings quorum back, and with it the service.
+#   ``recover`` starting its cluster stack) brings quorum back, and with it the VIP; the service
+#   behind it returns then, or — when a colocated cluster such as Galera cannot recover with a
+#   node still off — once the last node is back.
 #
 # During each scenario a client host runs an HTTP probe through the VIP (:class:`HttpProbe`: one GET
 # per ``interval_s``, each bounded by ``timeout_s``, JSONL records in :mod:`stackha.verify.check`'s
@@ -1059,20 +1062,27 @@ def node_name_of(app: AppContext, host: Host) -> str:
     return next(node_name(u) for u in app.units if u.host.name == host.name)
 
 
-def service_kill(app: AppContext, client: Host, url: "str | HttpProbe", resource: str, *, deadline_s: float = 60.0) -> ScenarioResult:
-    """``pacemaker-service-kill``: ``kill -9`` of daemon resource ``resource`` where it runs; expect
+def service_kill(app: AppContext, client: Host, url: "str | HttpProbe", resource: str, *, deadline_s: float = 60.0,
+                 node: str | None = None) -> ScenarioResult:
+    """``pacemaker-service-kill``: ``kill -9`` of daemon resource ``resource`` on one node; expect
     a restart in place (same node, new PID) within the monitor interval + restart, and a failcount.
+    A primitive is killed where it runs; one instance of a clone (running on several nodes) is
+    killed on ``node`` (a cluster node name, e.g. the VIP holder's: the instance clients use).
 
     Facts: ``node``, ``old_pid``, ``new_pid``, ``restarted_after_s``, ``same_node``, ``failcount``.
-    Raises :class:`ScenarioError` when the resource runs on no single node."""
+    Raises :class:`ScenarioError` when the resource runs on no node, or on several and ``node`` is
+    not one of them."""
     app = with_vip(app)
     op = HAClusterOperator()
     res = ScenarioResult("pacemaker-service-kill")
     st = op.observe(app)
-    where = st.facts["resources"].get(resource) or []
-    if len(where) != 1:
-        raise ScenarioError(f"{app.name}: resource {resource} runs on {where or 'no node'}; expected one node")
-    unit = next(u for u in app.units if node_name(u) == where[0])
+    running = st.facts["resources"].get(resource) or []
+    target = node if node is not None else (running[0] if len(running) == 1 else None)
+    if target is None or target not in running:
+        raise ScenarioError(f"{app.name}: resource {resource} runs on {running or 'no node'}; "
+                            f"expected one node{f' or {node}' if node else ''}")
+    where = [target]
+    unit = next(u for u in app.units if node_name(u) == target)
     pid = op.daemon_pid(app, unit, resource)
     if pid is None:
         raise ScenarioError(f"{unit.name}: no pidfile for {resource}")
@@ -1106,9 +1116,9 @@ def service_kill(app: AppContext, client: Host, url: "str | HttpProbe", resource
             res.problems.append("the service did not answer through the VIP again")
         after = op.observe(app)
         now_on = after.facts["resources"].get(resource) or []
-        res.facts["same_node"] = now_on == where
-        if now_on != where:
-            res.problems.append(f"{resource} moved from {where} to {now_on}: expected a restart in place")
+        res.facts["same_node"] = target in now_on
+        if target not in now_on:
+            res.problems.append(f"{resource} left {target} (now on {now_on}): expected a restart in place")
         fcs = [f["count"] for f in after.facts["failcounts"] if f["resource"] == resource and f["node"] == where[0]]
         res.facts["failcount"] = fcs[0] if fcs else 0
         if not fcs:
@@ -1120,13 +1130,25 @@ def service_kill(app: AppContext, client: Host, url: "str | HttpProbe", resource
     return _finish(res, records, sampler, t0)
 
 
-def minority(app: AppContext, client: Host, url: "str | HttpProbe", *, deadline_s: float = 90.0, restore: bool = True) -> ScenarioResult:
+def minority(app: AppContext, client: Host, url: "str | HttpProbe", *, deadline_s: float = 90.0, restore: bool = True,
+             recover_all: Callable[[], dict[str, list[str]]] | None = None) -> ScenarioResult:
     """``pacemaker-minority``: power off every node but the VIP holder (2 of 3); expect the survivor
     to lose quorum and stop its resources (the VIP leaves it: no host holds it); then power one node
-    back on and ``recover`` it: quorum and the service return.
+    back on and ``recover`` it: quorum returns and Pacemaker starts the VIP again on one host.
+
+    The service behind the VIP may need more than Pacemaker's quorum: ``recover_all`` (the whole
+    deployment's recovery, e.g. :meth:`Deployment.recover`) runs after the first power-on, and when
+    it reports an application it could not recover (``"recover failed: …"``) — on
+    examples/lab-keystone-pacemaker.yaml Galera shares the three machines, lost its majority too,
+    and will not bootstrap while a node's position cannot be read — the last node is powered on and
+    ``recover_all`` runs again before the service is expected back (Galera's rule: its docs,
+    "Restarting the cluster"; stackha's GaleraOperator refuses to guess).  Without ``recover_all``
+    (or when it recovered everything) the service must answer once quorum is back.
 
     Facts: ``survivor``, ``stopped_after_s`` (VIP gone, after the power-off), ``returned``,
-    ``service_back_s`` (after the power-on), ``survivor_state`` (its unit status while alone).
+    ``vip_back_s`` (after the power-on), ``service_waited_for`` (what kept the service down after
+    quorum returned, when anything did), ``service_back_s`` (after the power-on that let it return),
+    ``survivor_state`` (its unit status while alone).
     Needs ≥ 3 nodes; raises :class:`ScenarioError` otherwise or without a single VIP holder."""
     app = with_vip(app)
     op = HAClusterOperator()
@@ -1142,6 +1164,7 @@ def minority(app: AppContext, client: Host, url: "str | HttpProbe", *, deadline_
     probe = _start_probe(client, url)
     sampler = VipSampler(hosts, app.vip.ip)
     sampler.start()
+    still_off = others[1:]
     try:
         _warm_up(probe)
         t0 = time.time()
@@ -1168,19 +1191,38 @@ def minority(app: AppContext, client: Host, url: "str | HttpProbe", *, deadline_
         res.timeline.append((round(t1 - t0, 3), f"powered on {others[0].name}"))
         res.facts["returned"] = others[0].name
         res.facts["recover"] = op.recover(app)
-        if _wait(lambda: probe.successes_after(t1) > 0, deadline_s, 0.1):
-            first = min(r["end"] for r in probe.records() if r.get("ok") and r["start"] >= t1)
-            res.facts["service_back_s"] = round(first - t1, 2)
+        if _wait(lambda: len(op.vip_holders(app)) == 1, deadline_s, 0.1):
+            res.facts["vip_back_s"] = round(time.time() - t1, 2)
+        else:
+            res.problems.append(f"the VIP did not return within {deadline_s:.0f} s of quorum returning")
+        t_back = t1
+        if recover_all is not None:
+            done = recover_all()
+            failed = {a: m for a, acts in done.items() for m in acts if m.startswith("recover failed")}
+            if failed:
+                res.facts["service_waited_for"] = failed
+                t_back = time.time()
+                for h in still_off:
+                    h.power_on()
+                res.timeline.append((round(t_back - t0, 3), f"powered on {', '.join(h.name for h in still_off)} "
+                                                            f"({', '.join(failed)} could not recover without it)"))
+                still_off = []
+                op.recover(app)
+                recover_all()
+        if _wait(lambda: probe.successes_after(t_back) > 0, deadline_s, 0.1):
+            first = min(r["end"] for r in probe.records() if r.get("ok") and r["start"] >= t_back)
+            res.facts["service_back_s"] = round(first - t_back, 2)
             res.timeline.append((round(first - t0, 3), "service answers through the VIP again"))
         else:
-            res.problems.append(f"the service did not return within {deadline_s:.0f} s of quorum returning")
+            res.problems.append(f"the service did not return within {deadline_s:.0f} s of "
+                                + ("every node returning" if t_back != t1 else "quorum returning"))
         time.sleep(1.0)
     finally:
         records = probe.stop()
         sampler.stop()
     _finish(res, records, sampler, t0)
     if restore:
-        res.facts["restore"] = _restore(op, app, others[1:], deadline_s)
+        res.facts["restore"] = _restore(op, app, still_off, deadline_s)
     return res
 
 
@@ -1226,18 +1268,31 @@ def _pacemaker_runner(flow: str) -> Callable[..., "RunReport"]:
         try:
             ha = _ctx(d, "hacluster")
             args: tuple = ()
+            kwargs: dict = {}
             if flow == "pacemaker-service-kill":
                 st = HAClusterOperator().observe(with_vip(ha))
                 # daemon resources only: not the VIP, not a fence device ("fence-<node>", an id
                 # no daemon resource may take) — killing a fence device's "daemon" measures nothing
-                single = [r for r, where in sorted(st.facts.get("resources", {}).items())
-                          if r != "vip" and not r.startswith("fence-") and len(where or []) == 1]
-                if not single:
-                    raise ScenarioError(f"{ha.name}: no daemon resource runs on exactly one node "
-                                        f"(resources: {st.facts.get('resources')})")
-                args = (single[0],)
+                daemons = {r: where or [] for r, where in sorted(st.facts.get("resources", {}).items())
+                           if r != "vip" and not r.startswith("fence-")}
+                single = [r for r, where in daemons.items() if len(where) == 1]
+                if single:
+                    args = (single[0],)
+                else:
+                    # only clones (HAProxy on every node, as charm-hacluster runs it): kill the
+                    # instance on the VIP holder, the one the clients' requests go through
+                    holders = HAClusterOperator().vip_holders(ha)
+                    nodes = [node_name(u) for u in ha.units if u.host.name in holders]
+                    clones = [r for r, where in daemons.items() if nodes and nodes[0] in where]
+                    if len(nodes) != 1 or not clones:
+                        raise ScenarioError(f"{ha.name}: no daemon resource runs on exactly one node or on the "
+                                            f"VIP holder (resources: {st.facts.get('resources')}, VIP on {holders})")
+                    args = (clones[0],)
+                    kwargs = {"node": nodes[0]}
             say(f"{flow} on {ha.name}")
-            res = PACEMAKER_FLOWS[flow](ha, d.client, _pacemaker_probe(d, ha), *args)
+            if flow == "pacemaker-minority":
+                kwargs = {"recover_all": d.recover}
+            res = PACEMAKER_FLOWS[flow](ha, d.client, _pacemaker_probe(d, ha), *args, **kwargs)
             rep.fault = next((e for t, e in res.timeline if t >= 0 and not e.startswith("VIP on")), flow)
             result = check.check_calls("http", res.records, since=(res.t_fault or 0) - BASELINE_S, until=res.t_stop,
                                        fault_at=res.t_fault)
