@@ -237,8 +237,11 @@ def test_backend_kill_is_marked_down_within_the_check_timers(lab_factory):
     st = wait_for(web1_down, 10, 0.05)
     took = time.monotonic() - t0
     assert st, env.hap.observe(env.lb)
-    # refused connections: inter + (fall-1) * fastinter, plus the observe round trip
-    assert took <= t.detection_ms() / 1000 + 1.0, f"web-1 DOWN after {took:.2f} s"
+    # refused connections: inter + (fall-1) * fastinter (700 ms), plus the observe round trip. The
+    # bound tells stackha's timers from stock ones (10 s) and leaves room for a loaded 2-core CI
+    # host (2.40 s seen beside a verify lab); the figure itself is bench/failover.py's job
+    assert took <= t.detection_ms() / 1000 + 3.0 < hx.timers("stock").detection_ms() / 1000, \
+        f"web-1 DOWN after {took:.2f} s"
     assert all(u.state == WorkloadState.ACTIVE and "web/web-1" in u.message for u in st.units), st
     print(f"\nbackend kill -> DOWN on both LBs after {took * 1000:.0f} ms (bound {t.detection_ms()} ms + observe)")
     web = env.probe(WEB_PORT, duration=0.5)
