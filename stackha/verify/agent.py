@@ -38,7 +38,10 @@ Probes (``config["probe"]``):
   ``interval_s``, up to ``concurrency`` in flight (threads), as a population of API clients sends
   them: a request caught on a path that died silently (a powered-off load balancer sends no RST)
   waits its own timeout and fails, and does not hold back the requests sent after it, so the gap
-  is the service's, not one client's timeout.
+  is the service's, not one client's timeout.  At most ``fresh`` of those in flight may be
+  younger than ``stuck_after_s``: a slow Keystone is not sent more work than it answers (an
+  open-loop 4 requests/s with 16 in flight kept two loaded labs' Keystones saturated — every
+  unit failed its health check — until the unanswered backlog drained).
 
 The OpenStack API probes take one token with its catalog when they start (the public endpoint of
 their service type on the VIP) and a new one only after a 401, so they measure their service, not
@@ -422,6 +425,22 @@ def probe_keystone(cfg: dict, log: Log) -> str:
         "scope": {"project": {"name": k.get("project", "admin"), "domain": {"name": k.get("domain", "Default")}}},
     }}).encode()
     slots = threading.BoundedSemaphore(max(1, int(cfg.get("concurrency", 1))))
+    fresh_max = max(1, int(cfg.get("fresh", cfg.get("concurrency", 1))))
+    stuck_after = float(cfg.get("stuck_after_s", timeout))
+    started: dict[str, float] = {}  # in flight: id -> monotonic start
+    changed = threading.Condition()
+
+    def wait_fresh_slot() -> None:
+        """Block while ``fresh`` requests younger than ``stuck_after_s`` are in flight: the probe
+        offers load only as fast as Keystone answers (an overloaded Keystone is not fed more),
+        while older requests — stuck on a dead path — stop holding it back."""
+        with changed:
+            while True:
+                now = time.monotonic()
+                young = sorted(t for t in started.values() if now - t < stuck_after)
+                if len(young) < fresh_max:
+                    return
+                changed.wait(stuck_after - (now - young[0]) + 0.001)
 
     def token(oid: str) -> None:
         rec = {"probe": "keystone", "op": "token", "id": oid, "start": time.time()}
@@ -441,12 +460,19 @@ def probe_keystone(cfg: dict, log: Log) -> str:
         finally:
             rec["end"] = time.time()
             log.write(rec)
+            with changed:
+                started.pop(oid, None)
+                changed.notify_all()
             slots.release()
 
     threads: list[threading.Thread] = []
     while loop.next():
         slots.acquire()  # at most `concurrency` requests in flight; each ends within 2 timeouts
-        t = threading.Thread(target=token, args=(f"{run}-k{loop.n:06d}",), daemon=True)
+        wait_fresh_slot()
+        oid = f"{run}-k{loop.n:06d}"
+        with changed:
+            started[oid] = time.monotonic()
+        t = threading.Thread(target=token, args=(oid,), daemon=True)
         t.start()
         threads = [x for x in threads if x.is_alive()] + [t]
     for t in threads:

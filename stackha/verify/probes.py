@@ -56,6 +56,14 @@ NOVA_BUILD_TIMEOUT_S = 120.0
 #: a loaded lab (token requests taking ≈ 1 s) had all 4 in flight when the VIP holder lost power,
 #: and the probe stalled 7.8-10.1 s behind them (stackha verify --runs 3, lb-master-poweroff).
 KEYSTONE_CONCURRENCY = 16
+#: Of those, at most KEYSTONE_FRESH younger than KEYSTONE_STUCK_AFTER_S seconds: the probe sends a
+#: new request only while fewer are pending, so it never offers an overloaded Keystone more than
+#: KEYSTONE_FRESH / KEYSTONE_STUCK_AFTER_S requests/s (1.5), while up to 16 requests stuck on a
+#: dead path do not hold it back.  Open-loop at 4/s, two loaded labs (load average 55) kept every
+#: Keystone unit failing its health check long after the probes stopped (stackha verify --runs 3,
+#: 2026-12-07); a quiet lab answers in 0.3–0.6 s, where the limit never binds.
+KEYSTONE_FRESH = 3
+KEYSTONE_STUCK_AFTER_S = 2.0
 #: Acknowledged token operations the Keystone probe needs before the fault (each takes 1–7 s
 #: when the machine's two cores are shared with other labs).
 KEYSTONE_WARM_OK = 2
@@ -213,7 +221,8 @@ class Probes:
                                     "duration_s": self.duration_s + 120, "max_ops": 10 ** 6}
         if "keystone" in self.probes:
             cfgs["keystone"] = {**self._common("keystone", "keystone"), "keystone": self._keystone_cfg(ctxs),
-                                "concurrency": KEYSTONE_CONCURRENCY}
+                                "concurrency": KEYSTONE_CONCURRENCY, "fresh": KEYSTONE_FRESH,
+                                "stuck_after_s": KEYSTONE_STUCK_AFTER_S}
         fx = None
         if {"nova", "glance", "neutron"} & set(self.probes):
             from stackha.verify.fixtures import compute_fixtures
