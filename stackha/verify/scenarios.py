@@ -1098,6 +1098,9 @@ def service_kill(app: AppContext, client: Host, url: "str | HttpProbe", resource
         # reach migration_threshold (3 under stackha's tuning), and Pacemaker would move the
         # resource away instead of restarting it — a different scenario.  Start from zero.
         unit.host.run(["crm_resource", "--cleanup", "--resource", resource, "--node", target], check=True, timeout=30)
+        # the cleanup re-probes the resource; a kill that meets that probe is "not running" to it
+        # (no failure, no failcount: seen once).  Let the cluster settle first
+        unit.host.run(["crm_resource", "--wait", f"--timeout={int(deadline_s)}s"], timeout=deadline_s + 10)
         if not _wait(lambda: failcount(op.observe(app)) == 0 and op.daemon_pid(app, unit, resource), deadline_s, 0.5):
             raise ScenarioError(f"{app.name}: failcount {before} of {resource} on {target} did not clear")
         res.facts["failcount_cleared"] = before
