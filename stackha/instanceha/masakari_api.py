@@ -120,13 +120,17 @@ def readmit(conn, req: dict) -> dict:
     changes: list[str] = []
     host = req["host"]
     svc = _service(conn, host)
-    # Enabled while still forced down: Nova then does not call the compute host synchronously.
-    if svc.status == "disabled":
-        conn.compute.enable_service(svc)
-        changes.append(f"enabled nova-compute on {host}")
+    # forced_down cleared first, then enabled: Nova's API removes the COMPUTE_STATUS_DISABLED
+    # trait from the host's placement provider only when it enables a service that is up (an RPC
+    # to the compute); enabled while still forced down, the trait stayed until the compute's next
+    # update_available_resource run (60 s), and the scheduler answered "No valid host was found"
+    # for the re-admitted host meanwhile (tests/lab/test_instance_ha_lab.py, twice)
     if svc.is_forced_down:
         conn.compute.update_service_forced_down(svc, forced=False)
         changes.append(f"cleared forced_down of nova-compute on {host}")
+    if svc.status == "disabled":
+        conn.compute.enable_service(svc)
+        changes.append(f"enabled nova-compute on {host}")
     ha = conn.instance_ha
     for seg in ha.segments():
         for h in ha.hosts(seg.uuid):
