@@ -122,8 +122,9 @@ def readmit(conn, req: dict) -> dict:
     svc = _service(conn, host)
     # forced_down cleared first, then enabled: Nova's API removes the COMPUTE_STATUS_DISABLED
     # trait from the host's placement provider only when it enables a service that is up (an RPC
-    # to the compute); enabled while still forced down, the trait stayed until the compute's next
-    # update_available_resource run (60 s), and the scheduler answered "No valid host was found"
+    # to the compute: nova/compute/api.py, _update_compute_provider_status, skips it for a service
+    # that is down, and forced down is down); enabled while still forced down, the trait stayed on
+    # the provider of the already restarted compute, and the scheduler answered "No valid host was found"
     # for the re-admitted host meanwhile (tests/lab/test_instance_ha_lab.py, twice)
     if svc.is_forced_down:
         conn.compute.update_service_forced_down(svc, forced=False)
