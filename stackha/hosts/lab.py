@@ -511,7 +511,7 @@ class LabHost(Host):
         # and kept the node losing 30 % of its packets (Corosync never rejoined; stackha verify,
         # controller-packet-loss on the keystone + hacluster bundle).
         subprocess.run(["nsenter", f"--net=/run/netns/{self.netns}", "nft", "flush", "ruleset"],
-                       capture_output=True, timeout=20)
+                       check=True, capture_output=True, timeout=20)
         self._boot()
         with NetNS(self.netns) as ns:
             lo = ns.link_lookup(ifname="lo")[0]

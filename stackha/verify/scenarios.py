@@ -1086,7 +1086,6 @@ def service_kill(app: AppContext, client: Host, url: "str | HttpProbe", resource
     if target is None or target not in running:
         raise ScenarioError(f"{app.name}: resource {resource} runs on {running or 'no node'}; "
                             f"expected one node{f' or {node}' if node else ''}")
-    where = [target]
     unit = next(u for u in app.units if node_name(u) == target)
 
     def failcount(view) -> int:
