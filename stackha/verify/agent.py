@@ -437,10 +437,10 @@ def probe_keystone(cfg: dict, log: Log) -> str:
         with changed:
             while True:
                 now = time.monotonic()
-                young = sorted(t for t in started.values() if now - t < stuck_after)
+                young = [t for t in started.values() if now - t < stuck_after]
                 if len(young) < fresh_max:
                     return
-                changed.wait(stuck_after - (now - young[0]) + 0.001)
+                changed.wait(stuck_after - (now - min(young)) + 0.001)
 
     def token(oid: str) -> None:
         rec = {"probe": "keystone", "op": "token", "id": oid, "start": time.time()}
