@@ -1,10 +1,14 @@
 """``stackha demo``: the main job.
 
-Deploys examples/lab-control-plane.yaml on a lab (3 controllers with Galera, RabbitMQ and Keystone;
-2 load balancers with HAProxy and a keepalived VIP), uses it with the real OpenStack client from the
-lab's client host, then proves the HA claims one fault at a time — the Galera writer's controller
-powered off, then the load balancer holding the VIP — and tears everything down (``--keep`` leaves
-the cloud running).  Each step says what it proves and how long it took.
+Deploys examples/lab-cloud.yaml with the instance HA overlay examples/lab-instance-ha.yaml on a
+lab (3 controllers with Galera, RabbitMQ, Keystone, Glance, Placement, Nova, Neutron, Swift proxy
+and Masakari; 2 load balancers with HAProxy and a keepalived VIP; 3 Swift storage zones; 3 compute
+hosts in one failover segment, one of them reserved), uses it with the real OpenStack client from
+the lab's client host, then proves the HA claims one fault at a time — the Galera writer's
+controller powered off, the load balancer holding the VIP powered off, then a compute host running
+HA_Enabled servers powered off, which stackha fences, forces down in Nova and reports to Masakari,
+whose engine evacuates every server to the reserved host — and tears everything down (``--keep``
+leaves the cloud running).  Each step says what it proves and how long it took.
 """
 
 from __future__ import annotations
@@ -22,7 +26,11 @@ from stackha.errors import UserError
 
 # Wide enough for the status tables when the output is a log rather than a terminal.
 console = Console() if sys.stdout.isatty() else Console(width=160)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab-control-plane.yaml"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLE = EXAMPLES / "lab-cloud.yaml"
+INSTANCE_HA = EXAMPLES / "lab-instance-ha.yaml"
+#: HA_Enabled servers booted on the compute host the demo powers off.
+HA_SERVERS = 6
 
 
 class Phases:
@@ -101,9 +109,58 @@ def _vip_holder(d) -> str:
     raise UserError(f"no host holds the VIP {vip.ip}")
 
 
+def _servers_table(d, ids: list[str], title: str) -> None:
+    """Print the servers in ``ids`` as the real client lists them (name, status, host)."""
+    import json
+
+    res = _openstack(d, "server", "list", "--all-projects", "--long", "-f", "json", timeout=120)
+    if not res.ok:
+        console.print(f"server list failed: {res.stderr.strip()[-300:]}")
+        return
+    t = Table("server", "status", "host", title=title)
+    for row in json.loads(res.stdout):
+        if row["ID"] in ids:
+            t.add_row(row["Name"], row["Status"], row["Host"] or "")
+    console.print(t)
+
+
+def _instance_ha(d, t) -> None:
+    """Step 6: boot HA_Enabled servers on a compute host, power it off, follow Masakari."""
+    from stackha.instanceha import recovery
+
+    computes = [u.host.name for c in d.contexts().values() if c.kind == "nova-compute" for u in c.units]
+    victim = computes[0]
+    res = _openstack(d, "segment", "list", timeout=120)
+    console.print(f"$ openstack segment list  (rc {res.rc}, {res.duration_s:.2f} s)\n{res.stdout.rstrip() or res.stderr.rstrip()}")
+    ids = recovery.boot_ha_servers(d, victim, HA_SERVERS, "demo-ha")
+    _servers_table(d, ids, f"{HA_SERVERS} servers with HA_Enabled=True, booted on {victim}")
+    fail = recovery.host_failed(d, victim)
+    console.print(f"powered off [bold]{victim}[/] — the fence — in {fail.fenced_s * 1000:.0f} ms; its nova-compute "
+                  f"forced down in Nova at {fail.forced_down_s:.1f} s; Masakari notification {fail.notification} "
+                  f"(COMPUTE_HOST, STOPPED) accepted at {fail.notified_s:.1f} s")
+    ev = recovery.wait_evacuated(d, fail, ids, deadline_s=300)
+    if ev.done_s is None:
+        raise UserError(f"{len(ev.active_s)} of {len(ids)} servers ACTIVE on another host after 300 s: "
+                        f"{ev.where}")
+    note = recovery.wait_notification(d, fail.notification, 120)
+    console.print(f"every one of the {len(ids)} servers ACTIVE on another host [bold]{ev.done_s:.1f} s[/] after "
+                  f"the power-off (first at {min(ev.active_s.values()):.1f} s); notification {note['status']}")
+    _servers_table(d, ids, f"the same servers after Masakari's recovery ({ev.done_s:.1f} s)")
+    for args in (("notification", "list"), ("segment", "host", "list", recovery.segments(d)[0]["uuid"],
+                                             "-c", "name", "-c", "reserved", "-c", "on_maintenance")):
+        res = _openstack(d, *args, timeout=120)
+        console.print(f"$ openstack {' '.join(args)}  (rc {res.rc})\n{res.stdout.rstrip() or res.stderr.rstrip()}")
+    t.result = (f"{victim} off; {len(ids)} servers ACTIVE elsewhere in {ev.done_s:.1f} s, "
+                f"notification {note['status']}")
+    if note["status"] != "finished":
+        raise UserError(f"Masakari's notification {fail.notification} ended {note['status']}")
+
+
 def demo(
     prefix: str = typer.Option("demo", "--prefix", help="Lab prefix for the demo cloud."),
     bundle: Path = typer.Option(EXAMPLE, "--bundle", help="The bundle to deploy."),
+    overlay: list[Path] = typer.Option(None, "--overlay", help="Overlay bundles (repeatable; default with the "
+                                       "default bundle: examples/lab-instance-ha.yaml)."),
     keep: bool = typer.Option(False, "--keep", help="Leave the cloud running at the end."),
 ) -> None:
     """The main job: deploy the example HA cloud on a lab, use it, break it, show it survives."""
@@ -112,6 +169,7 @@ def demo(
     from stackha.hosts.lab import require_root
 
     require_root()
+    overlays = list(overlay or ([INSTANCE_HA] if bundle == EXAMPLE else []))
     phases = Phases()
     failed = False
     d = None
@@ -122,11 +180,12 @@ def demo(
             from stackha.model import load_bundle
             from stackha.model.analysis import analyze
 
-            report = analyze(load_bundle(bundle))
+            report = analyze(load_bundle(bundle, overlays))
             print_report(console, report, f"stackha analyze {bundle.name}")
-        with phases.step("2. deploy the HA control plane",
-                         "Galera ×3, RabbitMQ ×3, Keystone ×3 and an HAProxy pair with a keepalived VIP come up from a bundle"):
-            rep = run_deploy(bundle, [], prefix)
+        with phases.step("2. deploy the HA cloud",
+                         "Galera ×3, RabbitMQ ×3, every API ×3 behind an HAProxy pair with a keepalived VIP, "
+                         "Swift across 3 zones, 3 compute hosts and Masakari come up from a bundle"):
+            rep = run_deploy(bundle, overlays, prefix)
             if rep.failed:
                 raise UserError("deploy failed: " + "; ".join(f"{a}: {m}" for a, m in rep.failed.items()))
         d = Deployment.open(prefix)
@@ -157,14 +216,19 @@ def demo(
                               f"attempt {attempts} (one attempt is ≈ 3 s of openstack CLI start-up; "
                               f"`stackha verify` measures the gap itself)")
                 t.result = f"{victim} off; token ok at attempt {attempts}, {waited:.1f} s"
-        with phases.step("6. status after the faults", "stackha status shows what is down and what serves"):
+        if any(c.kind == "masakari" for c in d.contexts().values()):
+            with phases.step("6. power off a compute host running HA servers",
+                             "stackha fences it and forces it down in Nova, Masakari evacuates every HA_Enabled "
+                             "server to the reserved host — still with a controller and a load balancer off") as t:
+                _instance_ha(d, t)
+        with phases.step("7. status after the faults", "stackha status shows what is down and what serves"):
             status(lab=prefix, fmt="table")
     except UserError as exc:
         console.print(f"[bold red]demo failed:[/] {exc}")
         failed = True
     finally:
         if not keep:
-            with phases.step("7. tear down", "nothing of the lab remains"):
+            with phases.step("8. tear down", "nothing of the lab remains"):
                 if Deployment.exists(prefix):
                     Deployment(prefix).destroy()
                 else:

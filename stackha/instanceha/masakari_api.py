@@ -20,7 +20,8 @@ Actions (each prints one JSON document; exit 1 with a one-line message on stderr
   on_maintenance); hosts not declared are left alone.
 - ``segments`` → ``[{"name", "uuid", "recovery_method", "enabled", "hosts": [{"name",
   "reserved", "on_maintenance"}]}]``.
-- ``host_down`` ``{"host": Nova host, "notify": true}`` → ``{"forced_down_at", "notified_at",
+- ``host_down`` ``{"host": Nova host, "notify": true, "force_down": true}`` → ``{"forced_down_at"
+  (null when ``force_down`` is false: Masakari's stock path, for the benchmark), "notified_at",
   "notification": uuid or null}``: Nova's compute service on ``host`` marked ``forced_down``
   (compute API 2.53, ``PUT /os-services/{id}``), then a COMPUTE_HOST notification
   (``{"event": "STOPPED", "host_status": "NORMAL", "cluster_status": "OFFLINE"}``, as
@@ -34,6 +35,16 @@ Actions (each prints one JSON document; exit 1 with a one-line message on stderr
 - ``readmit`` ``{"host": Nova host}`` → ``{"changes": [...]}``: the compute service's
   forced_down cleared and the service enabled in Nova, ``on_maintenance`` cleared on the host's
   Masakari entries (seed 004's re-admission of a repaired host).
+- ``boot`` ``{"host": Nova host, "count": n, "name": str, "deadline_s": 600}`` → ``{"ids",
+  "hosts", "booted_s"}``: ``count`` servers with metadata ``HA_Enabled=True`` pinned to ``host``
+  (availability zone ``nova:HOST``, no network), from a 64 KiB raw image and a 64 MiB flavor
+  created once (``stackha-ha-image``, ``stackha-ha-tiny``); the project's instance quota raised
+  to 1000.  Waits until all are ACTIVE; RuntimeError when one goes ERROR.
+- ``wait_evacuated`` ``{"host": failed host, "ids": [...], "deadline_s": 600, "interval_s":
+  0.5}`` → ``{"done_at": time when the last server was ACTIVE (no task) on another host, or
+  null at the deadline; "active_elsewhere_at": {id: time}; "where": {id: [host, status,
+  task_state]}}`` — one server list per poll.
+- ``delete_servers`` ``{"ids": [...]}`` → ``{"deleted"}``, once Nova lists none of them.
 
 Imports nothing from stackha.
 """
@@ -97,10 +108,12 @@ def segments(conn, req: dict) -> list:
 
 
 def host_down(conn, req: dict) -> dict:
-    svc = _service(conn, req["host"])
-    if not svc.is_forced_down:
-        conn.compute.update_service_forced_down(svc, forced=True)
-    out = {"forced_down_at": time.time(), "notification": None, "notified_at": None}
+    out = {"forced_down_at": None, "notification": None, "notified_at": None}
+    if req.get("force_down", True):
+        svc = _service(conn, req["host"])
+        if not svc.is_forced_down:
+            conn.compute.update_service_forced_down(svc, forced=True)
+        out["forced_down_at"] = time.time()
     if req.get("notify", True):
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
         n = conn.instance_ha.create_notification(
@@ -141,8 +154,90 @@ def readmit(conn, req: dict) -> dict:
     return {"changes": changes}
 
 
+IMAGE, FLAVOR = "stackha-ha-image", "stackha-ha-tiny"
+
+
+def _until(what: str, fn, deadline_s: float, interval_s: float):
+    """``fn()`` until it returns something true; that value.  RuntimeError naming ``what`` after
+    ``deadline_s`` (this script imports nothing but Debian's openstacksdk: no tenacity here)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise RuntimeError(f"{what}: not done after {deadline_s:.0f} s")
+        time.sleep(interval_s)
+
+
+def _server_rows(conn, ids: set) -> dict:
+    """{server id: (compute host, status, task_state)} of ``ids`` (one list call, all projects)."""
+    return {s.id: (s.compute_host, s.status, s.task_state)
+            for s in conn.compute.servers(details=True, all_projects=True) if s.id in ids}
+
+
+def boot(conn, req: dict) -> dict:
+    image = conn.image.find_image(IMAGE)
+    if image is None:  # 64 KiB of zeros: the fake driver never reads it
+        image = conn.image.create_image(name=IMAGE, disk_format="raw", container_format="bare", data=bytes(64 << 10))
+    _until(f"image {IMAGE} active", lambda: conn.image.get_image(image.id).status == "active", 120, 1)
+    flavor = conn.compute.find_flavor(FLAVOR)
+    if flavor is None:
+        flavor = conn.compute.create_flavor(name=FLAVOR, ram=64, vcpus=1, disk=1)
+    project = conn.current_project_id
+    conn.set_compute_quotas(project, instances=1000, cores=1000, ram=1 << 20)
+    t0 = time.time()
+    # "nova:HOST" pins the servers to the host (admin only; compute API 2.74's host field is newer
+    # than this openstacksdk's servers)
+    first = conn.compute.create_server(
+        name=req["name"], image_id=image.id, flavor_id=flavor.id, networks="none",
+        availability_zone=f"nova:{req['host']}", metadata={"HA_Enabled": "True"},
+        min_count=req["count"], max_count=req["count"])
+    del first  # a multi-create answers with the first server only: list them by name
+
+    def active():
+        # a multi-create names its servers NAME-1 … NAME-n (Nova's multi_instance_display_name_template)
+        rows = list(conn.compute.servers(details=True, all_projects=True, name=f"^{req['name']}(-[0-9]+)?$"))
+        bad = [s for s in rows if s.status == "ERROR"]
+        if bad:
+            raise RuntimeError(f"server {bad[0].id} ERROR: {(bad[0].fault or {}).get('message')}")
+        return rows if len(rows) == req["count"] and all(s.status == "ACTIVE" for s in rows) else None
+
+    rows = _until(f"{req['count']} servers {req['name']} ACTIVE", active, req.get("deadline_s", 600), 1)
+    return {"ids": [s.id for s in rows], "hosts": sorted({s.compute_host for s in rows}), "booted_s": time.time() - t0}
+
+
+def wait_evacuated(conn, req: dict) -> dict:
+    ids, host = set(req["ids"]), req["host"]
+    end = time.monotonic() + req.get("deadline_s", 600)
+    out: dict = {"done_at": None, "active_elsewhere_at": {}}
+    while time.monotonic() < end:
+        rows = _server_rows(conn, ids)
+        now = time.time()
+        for i, (h, status, task) in rows.items():
+            if status == "ACTIVE" and task is None and h not in (host, None):
+                out["active_elsewhere_at"].setdefault(i, now)
+            else:
+                out["active_elsewhere_at"].pop(i, None)
+        out["where"] = {i: list(v) for i, v in rows.items()}
+        if len(out["active_elsewhere_at"]) == len(ids):
+            out["done_at"] = max(out["active_elsewhere_at"].values())
+            break
+        time.sleep(req.get("interval_s", 0.5))
+    return out
+
+
+def delete_servers(conn, req: dict) -> dict:
+    ids = set(req["ids"])
+    for i in ids:
+        conn.compute.delete_server(i, ignore_missing=True)
+    _until("servers deleted", lambda: not _server_rows(conn, ids), req.get("deadline_s", 300), 1)
+    return {"deleted": len(ids)}
+
+
 ACTIONS = {"ensure_segments": ensure_segments, "segments": segments, "host_down": host_down,
-           "notification": notification, "readmit": readmit}
+           "notification": notification, "readmit": readmit, "boot": boot, "wait_evacuated": wait_evacuated,
+           "delete_servers": delete_servers}
 
 
 def main() -> int:

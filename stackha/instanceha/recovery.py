@@ -38,13 +38,13 @@ FINAL_STATES = ("finished", "failed", "ignored")
 class HostFailure:
     """What :func:`host_failed` did: ``host``; seconds from ``started_at`` (``time.time()``
     when it began) until the fence was done (``fenced_s``, None when the host was fenced
-    elsewhere), Nova answered the force-down (``forced_down_s``) and Masakari accepted the
+    elsewhere), Nova answered the force-down (``forced_down_s``, None when not forced down) and Masakari accepted the
     notification (``notified_s``; None when ``notify`` was off) — the openstacksdk script's
     start-up included; ``notification``: Masakari's notification uuid."""
 
     host: str
     fenced_s: float | None
-    forced_down_s: float
+    forced_down_s: float | None
     notified_s: float | None
     notification: str | None
     started_at: float = 0.0
@@ -58,10 +58,10 @@ def masakari_app(d) -> AppContext:
     raise UserError(f"deployment {d.name!r} has no masakari application: add one (examples/lab-instance-ha.yaml)")
 
 
-def _api(d, action: str, **payload: Any) -> Any:
+def _api(d, action: str, *, timeout_s: float = 180, **payload: Any) -> Any:
     from stackha.services import operator_for
 
-    return operator_for("masakari").api(masakari_app(d), action, **payload)
+    return operator_for("masakari").api(masakari_app(d), action, timeout_s=timeout_s, **payload)
 
 
 def compute_host(d, name: str):
@@ -73,10 +73,12 @@ def compute_host(d, name: str):
     return hosts[name]
 
 
-def host_failed(d, name: str, *, fence: bool = True, notify: bool = True) -> HostFailure:
+def host_failed(d, name: str, *, fence: bool = True, notify: bool = True, force_down: bool = True) -> HostFailure:
     """Fence compute host ``name`` (unless ``fence`` is False: it was fenced already), force its
     compute service down in Nova and post a COMPUTE_HOST notification to Masakari (module
-    docstring).  Returns a :class:`HostFailure` with the times.  Raises :class:`UserError` for an
+    docstring).  ``force_down=False`` leaves Nova's service alone — Masakari's stock path, where
+    the engine outwaits Nova's heartbeat window (bench/instanceha.py's baseline; its
+    ``forced_down_s`` is then None).  Returns a :class:`HostFailure` with the times.  Raises :class:`UserError` for an
     unknown host, :class:`stackha.services.openstack.operator.ServiceError` when Nova or Masakari
     refused (e.g. HTTP 409: a notification for this host within
     ``duplicate_notification_detection_interval``, or the host on maintenance)."""
@@ -88,8 +90,9 @@ def host_failed(d, name: str, *, fence: bool = True, notify: bool = True) -> Hos
         fenced_s = time.time() - t0
     elif host.is_on():
         raise UserError(f"{name} is still on: fence it first (or leave fencing to stackha)")
-    out = _api(d, "host_down", host=name, notify=notify)
-    return HostFailure(host=name, fenced_s=fenced_s, forced_down_s=out["forced_down_at"] - t0,
+    out = _api(d, "host_down", host=name, notify=notify, force_down=force_down)
+    return HostFailure(host=name, fenced_s=fenced_s,
+                       forced_down_s=out["forced_down_at"] - t0 if out["forced_down_at"] else None,
                        notified_s=out["notified_at"] - t0 if out["notified_at"] else None,
                        notification=out["notification"], started_at=t0)
 
@@ -125,3 +128,41 @@ def readmit(d, name: str) -> list[str]:
     apps = {c.name for c in d.contexts().values() if c.kind == "nova-compute" and any(u.host.name == name for u in c.units)}
     changes = [f"{app}: {c}" for app, cs in d.recover(apps).items() for c in cs]
     return changes + _api(d, "readmit", host=name)["changes"]
+
+
+def boot_ha_servers(d, host: str, count: int, name: str, deadline_s: float = 600.0) -> list[str]:
+    """Boot ``count`` servers named ``name`` with ``HA_Enabled=True`` on compute host ``host``
+    (no network; a 64 KiB image and a 64 MiB flavor made once) and wait until all are ACTIVE.
+    Their IDs.  Raises ServiceError when one goes ERROR or ``deadline_s`` (s) passes."""
+    return _api(d, "boot", host=compute_host(d, host).name, count=count, name=name, deadline_s=deadline_s,
+                timeout_s=deadline_s + 120)["ids"]
+
+
+@dataclass
+class Evacuation:
+    """Where the servers of a failed host ended: ``done_s`` seconds after ``started_at`` when
+    the last one was ACTIVE (no task) on another host, None when that never happened within the
+    deadline (no evidence of a recovery); ``active_s``: per server; ``where``: server ID →
+    [host, status, task_state] at the end."""
+
+    done_s: float | None
+    active_s: dict[str, float]
+    where: dict[str, list]
+
+
+def wait_evacuated(d, failure: HostFailure, ids: list[str], deadline_s: float = 600.0,
+                   interval_s: float = 0.5) -> Evacuation:
+    """Poll Nova (one server list every ``interval_s`` s, from a keystone unit through the VIP) until every server
+    in ``ids`` is ACTIVE with no task on a host other than ``failure.host``, or ``deadline_s``
+    seconds pass.  Times are from ``failure.started_at`` (the fence)."""
+    out = _api(d, "wait_evacuated", host=failure.host, ids=ids, deadline_s=deadline_s, interval_s=interval_s,
+               timeout_s=deadline_s + 60)
+    t0 = failure.started_at
+    return Evacuation(done_s=out["done_at"] - t0 if out["done_at"] else None,
+                      active_s={i: t - t0 for i, t in out["active_elsewhere_at"].items()}, where=out.get("where", {}))
+
+
+def delete_servers(d, ids: list[str]) -> None:
+    """Delete the servers in ``ids`` and wait until Nova lists none of them."""
+    if ids:
+        _api(d, "delete_servers", ids=ids, timeout_s=360)

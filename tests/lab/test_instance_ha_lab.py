@@ -10,7 +10,8 @@ every server ACTIVE on another host (seed 004's reserved_host outcome: the reser
 in Nova takes them, its reserved flag cleared, the failed host on maintenance), timed from the
 fence.  Then the host is repaired and re-admitted with one stackha command, and the segment is
 switched to ``auto`` with the real client and another host fails; then ``rh_priority`` with no
-free reserved host falls back to auto (seed 004's outcome).
+free reserved host (falls back to auto), ``auto_priority`` with no host for auto (falls back to
+the reserved host), and an instance restart on a VM notification (seed 004's outcomes).
 
 ``STACKHA_TEST_REUSE=PREFIX:STATE_DIR`` runs the module against a cloud deployed by hand
 (``stackha --state-dir STATE_DIR deploy examples/lab-cloud.yaml --overlay
@@ -285,3 +286,77 @@ def test_rh_priority_falls_back_to_auto_without_a_free_reserved_host(cloud, d, c
     print(f"rh_priority workflow: {workflow(d, uuid)[:1500]}")
     assert engine_logged(d, f"failed_host '{victim}' using 'reserved_host' workflow, retrying using 'auto'"), \
         "no engine logged the fall-back from reserved_host to auto"
+
+
+def test_auto_priority_falls_back_to_the_reserved_host_when_auto_finds_no_host(cloud, d, computes, boot):
+    """Seed 004's auto_priority: auto first, and when it fails, the reserved_host flow.  Here auto
+    can find no host — the only other enabled compute is disabled in Nova (as for maintenance)
+    and the reserved host is disabled as reserved hosts are — so Nova's scheduler answers "No
+    valid host" to auto's evacuations and the reserved host takes the servers: enabled in Nova,
+    its reserved flag cleared, the failed host on maintenance.
+
+    A failed evacuation leaves its server in ERROR (Nova's conductor), and Masakari's
+    reserved_host flow evacuates an ERROR server, stops it and sets it back to ERROR ("If the
+    instance was in 'error' state before failure it should be set to 'error' after recovery",
+    masakari/engine/drivers/taskflow/host_failure.py): so every server must end on the reserved
+    host, ACTIVE or — only with auto's "No valid host" fault — ERROR."""
+    from stackha.instanceha import recovery
+
+    readmit(cloud, d, computes[0])  # fenced by the rh_priority test
+    victim, busy, reserved = computes[1], computes[0], computes[2]
+    seg, hosts = segment(d)
+    os_json(d, "segment", "host", "update", "--reserved", "True", seg["uuid"], hosts[reserved]["uuid"])
+    os_json(d, "segment", "update", "--recovery_method", "auto_priority", seg["uuid"])
+    ids = boot("ap", victim)
+    for h, why in ((reserved, "reserved for Masakari"), (busy, "maintenance (test)")):
+        res = openstack(d, NOVA, "compute", "service", "set", "--disable", "--disable-reason", why, h, "nova-compute")
+        assert res.ok, res.stderr[-1500:]
+    try:
+        r = recovery.host_failed(d, victim)
+        print(f"\nauto_priority: {victim} fenced in {r.fenced_s * 1000:.0f} ms, notification {r.notification} "
+              f"accepted at {r.notified_s:.1f} s")
+        n = recovery.wait_notification(d, r.notification, 600)
+        took = time.time() - r.started_at
+    finally:
+        res = openstack(d, NOVA, "compute", "service", "set", "--enable", busy, "nova-compute")
+    assert res.ok, res.stderr[-1500:]
+    assert n["status"] == "finished", n
+    rows = {s["ID"]: s for s in os_json(d, "server", "list", "--all-projects", "--long")}
+    where = {i: (rows[i]["Host"], rows[i]["Status"]) for i in ids}
+    print(f"auto_priority: notification finished {took:.1f} s after the fence; servers {sorted(where.values())}")
+    assert {h for h, _ in where.values()} == {reserved}, where
+    errored = [i for i, (_, st) in where.items() if st == "ERROR"]
+    assert {st for _, st in where.values()} <= {"ACTIVE", "ERROR"}, where
+    for i in errored:
+        fault = os_json(d, "server", "show", i).get("fault") or {}
+        assert "No valid host" in str(fault.get("message")), fault
+    svc = compute_service(d, reserved)
+    assert svc["Status"] == "enabled", svc
+    _, hosts = segment(d)
+    assert hosts[reserved]["reserved"] is False and hosts[victim]["on_maintenance"] is True, hosts
+    print(f"auto_priority workflow: {workflow(d, r.notification)[:1500]}")
+    assert engine_logged(d, f"failed_host: '{victim}' using 'auto' workflow, retrying using 'reserved_host'"), \
+        "no engine logged the fall-back from auto to reserved_host"
+
+
+def test_instance_restart_on_a_vm_notification(d, computes, boot):
+    """Seed 004's instance restart: a VM notification for an ``HA_Enabled=True`` server (the
+    instance monitor's schema: event LIFECYCLE, vir_domain_event STOPPED_FAILED) makes the engine
+    stop and start it; it is ACTIVE again on the same host.  The notification is posted with the
+    real client: the lab's computes run Nova's fake driver, which has no libvirt to raise the event
+    that masakari-instancemonitor would turn into this notification."""
+    from stackha.instanceha import recovery
+
+    host = computes[2]
+    sid = boot("vm", host, count=1)[0]
+    payload = json.dumps({"event": "LIFECYCLE", "instance_uuid": sid, "vir_domain_event": "STOPPED_FAILED"})
+    t0 = time.time()
+    n = os_json(d, "notification", "create", "VM", host, time.strftime("%Y-%m-%dT%H:%M:%S.000", time.gmtime()), payload)
+    done = recovery.wait_notification(d, n["notification_uuid"], 300)
+    took = time.time() - t0
+    assert done["status"] == "finished", done
+    row = next(s for s in servers(d, "vm-") if s["ID"] == sid)
+    assert row["Status"] == "ACTIVE" and row["Host"] == host, row
+    actions = [e["Action"] for e in os_json(d, "server", "event", "list", sid)]
+    print(f"\ninstance restart: notification finished {took:.1f} s after it was posted; server actions {actions}")
+    assert "stop" in actions and "start" in actions, actions

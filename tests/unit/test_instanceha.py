@@ -98,6 +98,36 @@ def test_stackha_tuning_waits_for_nothing_and_stock_keeps_masakaris_defaults():
         _conf("fast")
 
 
+def _files(tuning: str) -> dict:
+    m = cloud()["masakari"]
+    m.tuning = tuning
+    return operator_for("masakari").render(m)["masakari/0"]
+
+
+def test_the_engine_shares_one_keystone_token_only_under_stackhas_tuning(tmp_path):
+    """The rendered auth cache, imported by Debian's python3 with Debian's keystoneauth1: the
+    same options give the same password plugin (so its token is reused), other options another."""
+    import subprocess
+    import sys
+
+    tuned, stock = _files("stackha"), _files("stock")
+    assert masakari.AUTH_CACHE not in stock and "nova_auth_cache" not in stock[masakari.ENGINE_BIN].content
+    assert "import masakari_nova_auth_cache" in tuned[masakari.ENGINE_BIN].content
+    (tmp_path / "masakari_nova_auth_cache.py").write_text(tuned[masakari.AUTH_CACHE].content)
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import masakari_nova_auth_cache, keystoneauth1.loading as l\n"
+        "kw = dict(auth_url='http://198.18.0.1:5000/v3', username='masakari', password='p', project_name='service',"
+        " user_domain_name='Default', project_domain_name='Default')\n"
+        "a = l.get_plugin_loader('password').load_from_options(**kw)\n"
+        "b = l.get_plugin_loader('password').load_from_options(**kw)\n"
+        "c = l.get_plugin_loader('password').load_from_options(**{**kw, 'username': 'nova'})\n"
+        "print(a is b, a is c, type(a).__name__)\n")
+    res = subprocess.run(["/usr/bin/python3", "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=60)
+    if "No module named 'keystoneauth1'" in res.stderr:
+        pytest.skip("Debian's python3-keystoneauth1 is not installed (scripts/setup.sh installs it)")
+    assert res.stdout.split() == ["True", "False", "Password"], res.stderr[-800:]
+
+
 def test_taskflow_and_coordination_use_the_galera_vip():
     cp = _conf("stackha")
     assert cp["taskflow"]["connection"].endswith(f"@{NET}.250:3306/masakari_taskflow")
@@ -188,3 +218,69 @@ def test_host_failed_refuses_an_unfenced_host_and_an_unknown_one(monkeypatch):
         recovery.host_failed(d, "t-m8", fence=False)
     with pytest.raises(UserError, match="not a compute host"):
         recovery.host_failed(d, "t-m0")
+
+
+# ------------------------------------------------------------------ the script's timing actions
+class FakeServer:
+    def __init__(self, sid: str, host: str, status: str = "ACTIVE", task=None):
+        self.id, self.compute_host, self.status, self.task_state = sid, host, status, task
+
+
+class FakeNova:
+    """A Nova whose server list follows a script: one list of FakeServer per call, the last one
+    repeated."""
+
+    def __init__(self, script: list[list[FakeServer]]):
+        self.script, self.calls, self.services = script, 0, []
+
+    def servers(self, **query):
+        rows = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        return list(rows)
+
+
+class FakeConn:
+    def __init__(self, nova):
+        self.compute = nova
+
+
+def test_wait_evacuated_counts_a_server_only_when_active_without_a_task_on_another_host():
+    from stackha.instanceha import masakari_api as api
+
+    S = FakeServer
+    nova = FakeNova([
+        [S("a", "c0"), S("b", "c0")],
+        [S("a", "c1", "REBUILD", "rebuild_spawning"), S("b", "c0", "ERROR")],
+        [S("a", "c1"), S("b", "c1", "ACTIVE", "rebuilding")],
+        [S("a", "c1"), S("b", "c1")],
+    ])
+    out = api.wait_evacuated(FakeConn(nova), {"host": "c0", "ids": ["a", "b"], "deadline_s": 5, "interval_s": 0})
+    assert nova.calls == 4
+    assert out["done_at"] == out["active_elsewhere_at"]["b"] >= out["active_elsewhere_at"]["a"]
+    assert out["where"]["b"] == ["c1", "ACTIVE", None]
+
+
+def test_wait_evacuated_without_a_full_recovery_is_no_evidence():
+    from stackha.instanceha import masakari_api as api
+
+    nova = FakeNova([[FakeServer("a", "c1"), FakeServer("b", "c0")]])
+    out = api.wait_evacuated(FakeConn(nova), {"host": "c0", "ids": ["a", "b"], "deadline_s": 0.05, "interval_s": 0.01})
+    assert out["done_at"] is None and set(out["active_elsewhere_at"]) == {"a"}
+
+
+def test_host_down_without_force_down_leaves_nova_alone():
+    from stackha.instanceha import masakari_api as api
+
+    class Nova:
+        def services(self, **q):
+            raise AssertionError("asked Nova for the service")
+
+    class HA:
+        def create_notification(self, **attrs):
+            assert attrs["type"] == "COMPUTE_HOST" and attrs["payload"]["event"] == "STOPPED"
+            return type("N", (), {"notification_uuid": "n-2"})()
+
+    conn = FakeConn(Nova())
+    conn.instance_ha = HA()
+    out = api.host_down(conn, {"host": "c0", "force_down": False})
+    assert out["forced_down_at"] is None and out["notification"] == "n-2" and out["notified_at"]
