@@ -45,6 +45,10 @@ Actions (each prints one JSON document; exit 1 with a one-line message on stderr
   null at the deadline; "active_elsewhere_at": {id: time}; "where": {id: [host, status,
   task_state]}}`` — one server list per poll.
 - ``delete_servers`` ``{"ids": [...]}`` → ``{"deleted"}``, once Nova lists none of them.
+- ``evacuations`` ``{"ids": [...]}`` → ``{id: [start times (s since the epoch) of the server's
+  ``evacuate`` instance actions]}``: when Nova's API accepted each evacuation.
+- ``reserve`` ``{"host": Nova host}`` → ``{"changes"}``: the host's nova-compute disabled and its
+  Masakari entries reserved again (a verify run puts back the reserved host it used).
 
 Imports nothing from stackha.
 """
@@ -235,9 +239,36 @@ def delete_servers(conn, req: dict) -> dict:
     return {"deleted": len(ids)}
 
 
+def evacuations(conn, req: dict) -> dict:
+    out = {}
+    for i in req["ids"]:
+        starts = []
+        for a in conn.compute.server_actions(i):
+            if a.action == "evacuate" and a.start_time:
+                t = datetime.datetime.fromisoformat(a.start_time.replace("Z", "")).replace(tzinfo=datetime.timezone.utc)
+                starts.append(t.timestamp())
+        out[i] = sorted(starts)
+    return out
+
+
+def reserve(conn, req: dict) -> dict:
+    host, changes = req["host"], []
+    svc = _service(conn, host)
+    if svc.status != "disabled":
+        conn.compute.disable_service(svc, disabled_reason="stackha: reserved host again")
+        changes.append(f"disabled nova-compute on {host}")
+    ha = conn.instance_ha
+    for seg in ha.segments():
+        for h in ha.hosts(seg.uuid):
+            if h.name == host and not h.reserved:
+                ha.update_host(h.uuid, seg.uuid, reserved=True)
+                changes.append(f"segment {seg.name}: {host} reserved again")
+    return {"changes": changes}
+
+
 ACTIONS = {"ensure_segments": ensure_segments, "segments": segments, "host_down": host_down,
            "notification": notification, "readmit": readmit, "boot": boot, "wait_evacuated": wait_evacuated,
-           "delete_servers": delete_servers}
+           "delete_servers": delete_servers, "evacuations": evacuations, "reserve": reserve}
 
 
 def main() -> int:

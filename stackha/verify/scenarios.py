@@ -1347,3 +1347,19 @@ SCENARIOS.update({s.name: s for s in (
     Scenario("pacemaker-minority", "power off 2 of 3 Pacemaker nodes (the survivor stops), then 1 back on",
              lambda d, p: None, 0.0, (), ("hacluster",), runner=_pacemaker_runner("pacemaker-minority")),
 )})
+
+
+def _instance_ha_runner(kind: str) -> Callable[..., "RunReport"]:
+    from stackha.verify.instanceha import runner
+
+    return runner(kind)
+
+
+SCENARIOS.update({s.name: s for s in (
+    Scenario("instance-ha-compute-poweroff", "power off a compute host running HA_Enabled servers: stackha fences, "
+             "forces down, notifies; Masakari evacuates", lambda d, p: None, 0.0, (), ("masakari", "nova-compute"),
+             runner=_instance_ha_runner("poweroff")),
+    Scenario("instance-ha-compute-partition", "cut a compute host running HA_Enabled servers off the network (alive): "
+             "fenced before any evacuation", lambda d, p: None, 0.0, (), ("masakari", "nova-compute"),
+             runner=_instance_ha_runner("partition")),
+)})

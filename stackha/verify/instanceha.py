@@ -1,0 +1,162 @@
+"""Instance HA scenarios for ``stackha verify`` (issue 14): a compute host running HA_Enabled
+servers fails, stackha fences it, forces it down and notifies Masakari
+(:func:`stackha.instanceha.recovery.host_failed`), and Masakari's engine evacuates.
+
+- ``instance-ha-compute-poweroff``: the host loses power.
+- ``instance-ha-compute-partition``: the host is cut off the network but keeps running (its
+  nova-compute process alive, its servers still "running" there).  Evacuating now would run each
+  server twice; the run proves the order from the cloud's own records: the fence completed
+  before Nova's API accepted the first ``evacuate`` action of any of the host's servers (Nova's
+  instance actions, ``GET /servers/{id}/os-instance-actions``; the lab's hosts share one clock).
+
+What a run measures (:class:`~stackha.verify.scenarios.RunReport` ``extra``): the fence, the
+force-down and the notification (s after the fault), the first evacuation Nova accepted, and the
+time until every HA server is ACTIVE (no task) on another host (``all_active_s``; polled every
+0.5 s).  Instances never on two hosts at once: every evacuation started after the fence.  The lab's
+computes run Nova's fake driver, so "running twice" cannot be observed directly; the order of
+fence and evacuation is what rules it out.
+
+stackha has no failure detector for compute hosts yet (masakari-hostmonitor on pacemaker-remote
+is not deployed), so the scenario tells stackha about the failure at once: the figures are
+fence → recovery, without detection.
+
+After each run the servers are deleted, the host is healed and powered on, re-admitted
+(:func:`~stackha.instanceha.recovery.readmit`), and a reserved host Masakari used is reserved
+again, so runs repeat from the same state.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Callable
+
+from stackha.errors import UserError
+from stackha.hosts.base import HostError
+
+#: HA servers booted on the victim per run.
+SERVERS = 4
+#: Target for ``all_active_s`` (s, fence → every server ACTIVE elsewhere) for :data:`SERVERS`
+#: servers; measured 13–25 s on a quiet lab (tests/lab/test_instance_ha_lab.py).
+TARGET_S = 30.0
+DEADLINE_S = 300.0
+
+
+def pick_victim(d) -> tuple[str, set[str]]:
+    """The first compute host of the first enabled segment that is not reserved, not on
+    maintenance and on; and the segment's reserved hosts.  :class:`UserError` when none."""
+    from stackha.instanceha import recovery
+
+    for seg in recovery.segments(d):
+        if seg["enabled"] is False:
+            continue
+        reserved = {h["name"] for h in seg["hosts"] if h["reserved"]}
+        for h in seg["hosts"]:
+            if not h["reserved"] and not h["on_maintenance"] and recovery.compute_host(d, h["name"]).is_on():
+                return h["name"], reserved
+    raise UserError(f"{d.name}: no failover segment has a compute host that is on, not reserved and not on maintenance")
+
+
+def runner(kind: str) -> Callable:
+    """A :attr:`~stackha.verify.scenarios.Scenario.runner` for ``kind`` "poweroff" or
+    "partition" (module docstring)."""
+
+    def run(d, s, run_no: int, out_dir: Path, say: Callable[[str], None]):
+        from stackha.instanceha import recovery
+        from stackha.verify.faults import recover_until_active
+        from stackha.verify.scenarios import RECOVERY_DEADLINE_S, RunReport, _run_id
+
+        rep = RunReport(scenario=s.name, run=run_no, run_id=_run_id(s, run_no), lab=d.name, tuning=d.tuning,
+                        started=time.time(), description=s.description)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ids: list[str] = []
+        victim, reserved_before, problems = None, set(), []
+        try:
+            victim, reserved_before = pick_victim(d)
+            host = recovery.compute_host(d, victim)
+            ids = recovery.boot_ha_servers(d, victim, SERVERS, f"verify-ih-{run_no}-{secrets.token_hex(2)}")
+            say(f"{SERVERS} HA servers ACTIVE on {victim}")
+            t_fault = time.time()
+            facts: dict = {"victim": victim, "servers": SERVERS}
+            if kind == "partition":
+                host.partition()
+                rep.fault = f"cut {victim} off the network, then fence it"
+                alive = host.run(["pgrep", "-f", "nova-compute"], timeout=10)
+                facts["nova_compute_alive_when_cut"] = alive.ok
+                if not alive.ok:
+                    problems.append("the cut-off host's nova-compute was not running: nothing to fence")
+            else:
+                rep.fault = f"power off {victim}"
+            fail = recovery.host_failed(d, victim)  # the fence: power off (also for a cut-off host)
+            fence_done = fail.started_at + (fail.fenced_s or 0.0)
+            say(f"fenced in {fail.fenced_s * 1000:.0f} ms, forced down at {fail.forced_down_s:.1f} s, "
+                f"notification {fail.notification} at {fail.notified_s:.1f} s")
+            ev = recovery.wait_evacuated(d, fail, ids, deadline_s=DEADLINE_S)
+            note = recovery.wait_notification(d, fail.notification, 120)
+            starts = recovery._api(d, "evacuations", ids=ids)
+            first = min((t for ts in starts.values() for t in ts), default=None)
+            facts.update(fenced_s=round(fence_done - t_fault, 3), forced_down_s=round(fail.started_at + fail.forced_down_s - t_fault, 2),
+                         notified_s=round(fail.started_at + fail.notified_s - t_fault, 2),
+                         first_evacuate_s=None if first is None else round(first - t_fault, 2),
+                         all_active_s=None if ev.done_s is None else round(fail.started_at + ev.done_s - t_fault, 2),
+                         per_server_s={i: round(fail.started_at + v - t_fault, 2) for i, v in ev.active_s.items()},
+                         notification=fail.notification, notification_status=note["status"],
+                         evacuations={i: len(ts) for i, ts in starts.items()},
+                         targets=sorted({w[0] for w in ev.where.values() if w and w[0]}))
+            rep.extra = {"facts": facts, "t_fault": t_fault}
+            say(f"every HA server ACTIVE elsewhere at {facts['all_active_s']} s; first evacuation accepted at "
+                f"{facts['first_evacuate_s']} s, the fence done at {facts['fenced_s']} s")
+            if ev.done_s is None:
+                problems.append(f"no evidence: {len(ev.active_s)} of {SERVERS} servers ACTIVE elsewhere after {DEADLINE_S:.0f} s")
+            if note["status"] != "finished":
+                problems.append(f"notification {note['status']}")
+            if first is None:
+                problems.append("no evidence: Nova recorded no evacuate action")
+            elif first < fence_done:
+                problems.append(f"an evacuation started {fence_done - first:.2f} s BEFORE the fence completed")
+            val = facts["all_active_s"]
+            rep.expectations = [{"target": f"fence → {SERVERS} HA servers ACTIVE elsewhere ≤ {TARGET_S:.0f} s",
+                                 "probe": "instance-ha", "metric": "all_active_s", "limit": TARGET_S, "value": val,
+                                 "met": val is not None and val <= TARGET_S,
+                                 "why": "" if val is not None and val <= TARGET_S else ("no value" if val is None else f"{val:g} > {TARGET_S:g}")}]
+        except Exception as exc:  # the run fails with the reason; other scenarios still run
+            problems.append(str(exc) if isinstance(exc, (UserError, HostError)) else f"{type(exc).__name__}: {exc}")
+        finally:
+            problems += _restore(d, victim, ids, reserved_before, say)
+        say("stackha recovery (Deployment.recover) until every unit is active")
+        recovery_ = recover_until_active(d, RECOVERY_DEADLINE_S, progress=say)
+        rep.recovery, rep.recovery_s = recovery_.to_dict(), recovery_.seconds
+        if recovery_.seconds is None:
+            problems.append("not recovered: " + "; ".join(recovery_.not_active))
+        if problems:
+            rep.verdict, rep.error = "problems", "; ".join(problems)
+        path = out_dir / f"{rep.run_id}.json"
+        rep.files = {"report": str(path)}
+        path.write_text(json.dumps(rep.to_dict(), indent=2, default=str))
+        return rep
+
+    return run
+
+
+def _restore(d, victim: str | None, ids: list[str], reserved_before: set[str], say) -> list[str]:
+    """Delete the run's servers, heal and power the victim on, re-admit it, reserve again the
+    reserved hosts Masakari used.  Returns the problems (never raises)."""
+    from stackha.instanceha import recovery
+
+    problems = []
+    steps: list[tuple[str, Callable]] = [("delete the run's servers", lambda: recovery.delete_servers(d, ids))]
+    if victim:
+        host = recovery.compute_host(d, victim)
+        steps += [("heal", host.heal), ("power on", lambda: host.is_on() or host.power_on()),
+                  ("re-admit", lambda: recovery.readmit(d, victim))]
+    for name in sorted(reserved_before):
+        steps.append((f"reserve {name} again", lambda name=name: recovery._api(d, "reserve", host=name)))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as exc:
+            problems.append(f"restore: {what}: {exc}")
+    say("restored: " + ", ".join(w for w, _ in steps))
+    return problems
