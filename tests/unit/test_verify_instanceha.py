@@ -1,0 +1,120 @@
+"""The instance HA verify scenarios without a lab: the victim choice, and a run's verdict from
+what Nova recorded — an evacuation Nova accepted before the fence completed fails the run, a
+server that never came back is "no evidence", never a time."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stackha.errors import UserError
+from stackha.instanceha import recovery
+from stackha.verify import faults, instanceha, scenarios
+
+
+class Host:
+    def __init__(self, name):
+        self.name, self.on, self.cut = name, True, False
+
+    def is_on(self):
+        return self.on
+
+    def power_on(self):
+        self.on = True
+
+    def partition(self):
+        self.cut = True
+
+    def heal(self):
+        self.cut = False
+
+    def run(self, argv, timeout=None):
+        return type("R", (), {"ok": self.on})()
+
+
+class D:
+    name, tuning = "t", "stackha"
+
+
+SEGS = [{"name": "s", "uuid": "u", "recovery_method": "reserved_host", "enabled": True,
+         "hosts": [{"name": "c0", "reserved": False, "on_maintenance": True},
+                   {"name": "c1", "reserved": False, "on_maintenance": False},
+                   {"name": "c2", "reserved": True, "on_maintenance": False}]}]
+
+
+@pytest.fixture
+def lab(monkeypatch):
+    """A fake cloud: three compute hosts, Masakari's answers scripted by ``lab["evacuate_at"]``
+    (seconds after the fence completed when Nova accepted the evacuation; None: never) and
+    ``lab["done"]``."""
+    hosts = {n: Host(n) for n in ("c0", "c1", "c2")}
+    state = {"hosts": hosts, "evacuate_at": 0.5, "done": True, "api": []}
+    monkeypatch.setattr(recovery, "segments", lambda d: SEGS)
+    monkeypatch.setattr(recovery, "compute_host", lambda d, n: hosts[n])
+    monkeypatch.setattr(recovery, "boot_ha_servers", lambda d, h, n, name: [f"s{i}" for i in range(n)])
+
+    def host_failed(d, name, **kw):
+        t0 = time.time()
+        hosts[name].on = False
+        state["fenced_at"] = time.time()
+        return recovery.HostFailure(host=name, fenced_s=state["fenced_at"] - t0, forced_down_s=0.5, notified_s=0.6,
+                                    notification="n", started_at=t0)
+
+    monkeypatch.setattr(recovery, "host_failed", host_failed)
+    monkeypatch.setattr(recovery, "wait_evacuated", lambda d, f, ids, deadline_s: recovery.Evacuation(
+        done_s=5.0 if state["done"] else None, active_s={i: 5.0 for i in ids} if state["done"] else {},
+        where={i: ["c2", "ACTIVE", None] for i in ids}))
+    monkeypatch.setattr(recovery, "wait_notification", lambda d, u, s: {"status": "finished"})
+    monkeypatch.setattr(recovery, "delete_servers", lambda d, ids: None)
+    monkeypatch.setattr(recovery, "readmit", lambda d, n: [])
+
+    def api(d, action, **payload):
+        state["api"].append((action, payload))
+        if action == "evacuations":
+            at = state["evacuate_at"]
+            return {i: [] if at is None else [state["fenced_at"] + at] for i in payload["ids"]}
+        return {"changes": []}
+
+    monkeypatch.setattr(recovery, "_api", api)
+    monkeypatch.setattr(faults, "recover_until_active", lambda d, s, progress: faults.Recovery(seconds=1.0))
+    return state
+
+
+def run(kind, tmp_path):
+    s = scenarios.scenario(f"instance-ha-compute-{kind}")
+    return s.runner(D(), s, 1, tmp_path, lambda m: None)
+
+
+def test_the_victim_is_on_not_reserved_and_not_on_maintenance(lab):
+    assert instanceha.pick_victim(D()) == ("c1", {"c2"})
+    lab["hosts"]["c1"].on = False
+    with pytest.raises(UserError, match="no failover segment"):
+        instanceha.pick_victim(D())
+
+
+@pytest.mark.parametrize("kind", ["poweroff", "partition"])
+def test_a_recovery_after_the_fence_is_ok_and_restores_the_segment(lab, tmp_path, kind):
+    rep = run(kind, tmp_path)
+    assert rep.verdict == "ok", rep.error
+    facts = rep.extra["facts"]
+    assert facts["first_evacuate_s"] >= facts["fenced_s"] and facts["all_active_s"] is not None
+    assert rep.expectations[0]["met"]
+    assert lab["hosts"]["c1"].on and not lab["hosts"]["c1"].cut  # healed and powered on again
+    assert ("reserve", {"host": "c2"}) in lab["api"]
+
+
+def test_an_evacuation_before_the_fence_fails_the_run(lab, tmp_path):
+    lab["evacuate_at"] = -0.2
+    rep = run("partition", tmp_path)
+    assert rep.verdict == "problems" and "BEFORE the fence" in rep.error
+
+
+@pytest.mark.parametrize("what", ["never back", "no evacuate action"])
+def test_no_recovery_is_no_evidence(lab, tmp_path, what):
+    if what == "never back":
+        lab["done"] = False
+    else:
+        lab["evacuate_at"] = None
+    rep = run("poweroff", tmp_path)
+    assert rep.verdict == "problems" and "no evidence" in rep.error
