@@ -59,7 +59,8 @@ def host_down(host: str = typer.Argument(..., help="The compute host (its Nova h
               wait: float = typer.Option(300.0, "--wait", help="Seconds to follow Masakari's notification (0: don't)."),
               fmt: str = typer.Option("table", "--format", help="table or json")) -> None:
     """A compute host failed: fence it, force its compute service down in Nova, notify Masakari,
-    and follow the notification until Masakari is done.  Exit 1 when it did not finish."""
+    and follow the notification until Masakari is done (re-run when the engine running it dies).
+    Exit 1 when it did not finish."""
     from stackha.instanceha import recovery
 
     _fmt(fmt)
@@ -68,8 +69,10 @@ def host_down(host: str = typer.Argument(..., help="The compute host (its Nova h
     result = {"host": host, "fenced_s": r.fenced_s, "forced_down_s": r.forced_down_s, "notified_s": r.notified_s,
               "notification": r.notification}
     if wait > 0 and r.notification:
-        n = recovery.wait_notification(d, r.notification, wait)
-        result.update(status=n["status"], done_s=time.time() - r.started_at)
+        n = recovery.follow_notification(d, r, wait)
+        result.update(status=n.status, done_s=time.time() - r.started_at)
+        if n.reruns:  # the engine running it died: stackha restarted it and posted it again
+            result.update(notifications=n.notifications, reruns=n.reruns)
     if fmt == "json":
         print(json.dumps(result))
     else:

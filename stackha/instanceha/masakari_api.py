@@ -25,7 +25,9 @@ Actions (each prints one JSON document; exit 1 with a one-line message on stderr
   "notification": uuid or null}``: Nova's compute service on ``host`` marked ``forced_down``
   (compute API 2.53, ``PUT /os-services/{id}``), then a COMPUTE_HOST notification
   (``{"event": "STOPPED", "host_status": "NORMAL", "cluster_status": "OFFLINE"}``, as
-  masakari-hostmonitor sends for a host that is powered off) posted to Masakari.  Call it only
+  masakari-hostmonitor sends for a host that is powered off) posted to Masakari.  With
+  ``"rerun_of": uuid`` (a notification whose engine died) the host's on_maintenance flag is
+  cleared first and the payload carries ``stackha_rerun_of``.  Call it only
   after the host is fenced: forced_down tells Nova the host is dead, and Nova then accepts
   evacuations at once (LAB-NOTES "OpenStack services": force down first, then disable, then
   evacuate; without it Nova refuses with HTTP 400 for ``service_down_time``).  Times: the
@@ -120,9 +122,19 @@ def host_down(conn, req: dict) -> dict:
         out["forced_down_at"] = time.time()
     if req.get("notify", True):
         now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
+        payload = {"event": "STOPPED", "host_status": "NORMAL", "cluster_status": "OFFLINE"}
+        if req.get("rerun_of"):
+            # the engine running the first notification died: Masakari left the host on
+            # maintenance (its manager sets it when it starts) and would refuse the same payload
+            # within duplicate_notification_detection_interval as a duplicate
+            ha = conn.instance_ha
+            for seg in ha.segments():
+                for h in ha.hosts(seg.uuid):
+                    if h.name == req["host"] and h.on_maintenance:
+                        ha.update_host(h.uuid, seg.uuid, on_maintenance=False)
+            payload["stackha_rerun_of"] = req["rerun_of"]
         n = conn.instance_ha.create_notification(
-            type="COMPUTE_HOST", hostname=req["host"], generated_time=now,
-            payload={"event": "STOPPED", "host_status": "NORMAL", "cluster_status": "OFFLINE"})
+            type="COMPUTE_HOST", hostname=req["host"], generated_time=now, payload=payload)
         out["notification"] = n.notification_uuid
         out["notified_at"] = time.time()
     return out

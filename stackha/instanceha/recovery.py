@@ -112,6 +112,68 @@ def wait_notification(d, uuid: str, deadline_s: float = 600.0, interval_s: float
         raise UserError(str(exc)) from None
 
 
+ENGINE_DAEMON = "masakari-engine"
+#: Where a masakari-engine logs "Processing notification <uuid>" (Debian's log dir, or stackha's).
+ENGINE_LOGS = ("/var/log/masakari", "/srv/stackha/log")
+
+
+def engine_of(d, uuid: str):
+    """The host of the masakari unit whose engine logged that it processes notification ``uuid``
+    (masakari/engine/manager.py logs "Processing notification <uuid>"); None when no host that is
+    on has logged it (yet)."""
+    for u in masakari_app(d).units:
+        if u.host.is_on() and u.host.run(["grep", "-rqF", f"Processing notification {uuid}", *ENGINE_LOGS],
+                                         timeout=10).ok:
+            return u.host
+    return None
+
+
+@dataclass
+class Followed:
+    """What :func:`follow_notification` saw: the last notification's ``status`` and every
+    notification posted for the failure in order (``notifications``: the first, then re-runs);
+    ``reruns``: one ``{"notification", "dead_engine", "after_s"}`` per re-run (``after_s``
+    seconds after the failure began)."""
+
+    status: str
+    notifications: list[str]
+    reruns: list[dict]
+
+
+def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, interval_s: float = 0.5,
+                        max_reruns: int = 2) -> Followed:
+    """Follow ``failure``'s notification until Masakari is done with it; when the engine that
+    runs it dies, re-run it.  Masakari marks a notification whose engine died while it was
+    ``running`` as failed only after ``notifications_expired_interval`` (24 h) and never retries it
+    (LAB-NOTES "Masakari"), so the host's instances would stay down: stackha restarts the dead
+    engine (:meth:`Deployment.recover` of the masakari application) and posts the notification
+    again (on_maintenance cleared, the payload marked ``stackha_rerun_of``); Masakari's flow then
+    evacuates what is still on the failed host.  At most ``max_reruns`` re-runs.  Raises
+    :class:`UserError` after ``deadline_s`` seconds."""
+    uuid = failure.notification
+    chain, reruns, engine = [uuid], [], None
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        n = notification(d, uuid)
+        if n["status"] in FINAL_STATES:
+            return Followed(n["status"], chain, reruns)
+        if n["status"] == "running":
+            engine = engine or engine_of(d, uuid)
+            dead = engine is not None and (not engine.is_on() or engine.daemon(ENGINE_DAEMON) is None)
+            if dead and len(reruns) < max_reruns:
+                app = masakari_app(d)
+                if engine.is_on():
+                    d.recover({app.name})
+                out = _api(d, "host_down", host=failure.host, rerun_of=uuid)
+                reruns.append({"notification": out["notification"], "dead_engine": engine.name,
+                               "after_s": round(time.time() - failure.started_at, 2)})
+                uuid, engine = out["notification"], None
+                chain.append(uuid)
+                continue
+        time.sleep(interval_s)
+    raise UserError(f"Masakari notification {uuid} not done after {deadline_s:.0f} s (notifications: {', '.join(chain)})")
+
+
 def segments(d) -> list[dict]:
     """Every failover segment with its hosts (``masakari_api``'s ``segments`` shape)."""
     return _api(d, "segments")

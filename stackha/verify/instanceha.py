@@ -3,6 +3,11 @@ servers fails, stackha fences it, forces it down and notifies Masakari
 (:func:`stackha.instanceha.recovery.host_failed`), and Masakari's engine evacuates.
 
 - ``instance-ha-compute-poweroff``: the host loses power.
+- ``instance-ha-engine-kill``: the host loses power and the masakari-engine running the
+  notification is killed with SIGKILL as soon as it logged it.  Masakari would leave that
+  notification ``running`` for 24 h and never retry it; stackha's
+  :func:`~stackha.instanceha.recovery.follow_notification` restarts the engine and re-runs the
+  notification, and the run fails unless it did and every server came back.
 - ``instance-ha-compute-partition``: the host is cut off the network but keeps running (its
   nova-compute process alive, its servers still "running" there).  Evacuating now would run each
   server twice; the run proves the order from the cloud's own records: the fence completed
@@ -30,6 +35,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -60,8 +66,8 @@ def pick_victim(d) -> tuple[str, set[str]]:
 
 
 def runner(kind: str) -> Callable:
-    """A :attr:`~stackha.verify.scenarios.Scenario.runner` for ``kind`` "poweroff" or
-    "partition" (module docstring)."""
+    """A :attr:`~stackha.verify.scenarios.Scenario.runner` for ``kind`` "poweroff", "partition"
+    or "engine-kill" (module docstring)."""
 
     def run(d, s, run_no: int, out_dir: Path, say: Callable[[str], None]):
         from stackha.instanceha import recovery
@@ -93,8 +99,13 @@ def runner(kind: str) -> Callable:
             fence_done = fail.started_at + (fail.fenced_s or 0.0)
             say(f"fenced in {fail.fenced_s * 1000:.0f} ms, forced down at {fail.forced_down_s:.1f} s, "
                 f"notification {fail.notification} at {fail.notified_s:.1f} s")
-            ev = recovery.wait_evacuated(d, fail, ids, deadline_s=DEADLINE_S)
-            note = recovery.wait_notification(d, fail.notification, 120)
+            if kind == "engine-kill":
+                facts.update(kill_engine(d, fail, t_fault, say))
+            with ThreadPoolExecutor(1) as pool:  # stackha follows (and re-runs) while Nova is polled
+                followed = pool.submit(recovery.follow_notification, d, fail, DEADLINE_S + 60)
+                ev = recovery.wait_evacuated(d, fail, ids, deadline_s=DEADLINE_S)
+                note = followed.result()
+            facts.update(notifications=note.notifications, reruns=note.reruns)
             starts = recovery._api(d, "evacuations", ids=ids)
             first = min((t for ts in starts.values() for t in ts), default=None)
             facts.update(fenced_s=round(fence_done - t_fault, 3), forced_down_s=round(fail.started_at + fail.forced_down_s - t_fault, 2),
@@ -102,7 +113,7 @@ def runner(kind: str) -> Callable:
                          first_evacuate_s=None if first is None else round(first - t_fault, 2),
                          all_active_s=None if ev.done_s is None else round(fail.started_at + ev.done_s - t_fault, 2),
                          per_server_s={i: round(fail.started_at + v - t_fault, 2) for i, v in ev.active_s.items()},
-                         notification=fail.notification, notification_status=note["status"],
+                         notification=fail.notification, notification_status=note.status,
                          evacuations={i: len(ts) for i, ts in starts.items()},
                          targets=sorted({w[0] for w in ev.where.values() if w and w[0]}))
             rep.extra = {"facts": facts, "t_fault": t_fault}
@@ -110,8 +121,10 @@ def runner(kind: str) -> Callable:
                 f"{facts['first_evacuate_s']} s, the fence done at {facts['fenced_s']} s")
             if ev.done_s is None:
                 problems.append(f"no evidence: {len(ev.active_s)} of {SERVERS} servers ACTIVE elsewhere after {DEADLINE_S:.0f} s")
-            if note["status"] != "finished":
-                problems.append(f"notification {note['status']}")
+            if note.status != "finished":
+                problems.append(f"notification {note.status}")
+            if kind == "engine-kill" and not note.reruns:
+                problems.append("the killed engine's notification was not re-run")
             if first is None:
                 problems.append("no evidence: Nova recorded no evacuate action")
             elif first < fence_done:
@@ -138,6 +151,30 @@ def runner(kind: str) -> Callable:
         return rep
 
     return run
+
+
+def kill_engine(d, fail, t_fault: float, say, deadline_s: float = 20.0) -> dict:
+    """kill -9 the masakari-engine that processes ``fail``'s notification, as soon as one logged
+    that it does (polled every 0.2 s for ``deadline_s`` s).  Facts: which engine, when (s after
+    the fault) and the notification's status then (it must be ``running``: a kill before or
+    after the recovery would prove nothing).  Raises :class:`UserError` when no engine took it."""
+    from stackha.instanceha import recovery
+    from stackha.verify.faults import KillDaemon
+
+    end = time.monotonic() + deadline_s
+    engine = None
+    while engine is None and time.monotonic() < end:
+        engine = recovery.engine_of(d, fail.notification)
+        if engine is None:
+            time.sleep(0.2)
+    if engine is None:
+        raise UserError(f"no masakari-engine logged notification {fail.notification} within {deadline_s:.0f} s")
+    ev = KillDaemon(engine, recovery.ENGINE_DAEMON).inject()[0]
+    status = recovery.notification(d, fail.notification)["status"]
+    say(f"kill -9 masakari-engine on {engine.name} {ev.t - t_fault:.1f} s after the fault (notification {status})")
+    if status != "running":
+        raise UserError(f"the engine was killed while notification {fail.notification} was {status}, not running")
+    return {"killed_engine": engine.name, "killed_at_s": round(ev.t - t_fault, 2), "status_at_kill": status}
 
 
 def _restore(d, victim: str | None, ids: list[str], reserved_before: set[str], say) -> list[str]:

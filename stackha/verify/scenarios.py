@@ -1363,3 +1363,7 @@ SCENARIOS.update({s.name: s for s in (
              "fenced before any evacuation", lambda d, p: None, 0.0, (), ("masakari", "nova-compute"),
              runner=_instance_ha_runner("partition")),
 )})
+SCENARIOS["instance-ha-engine-kill"] = Scenario(
+    "instance-ha-engine-kill", "power off a compute host running HA_Enabled servers, then kill -9 the "
+    "masakari-engine running its notification: stackha restarts the engine and re-runs it",
+    lambda d, p: None, 0.0, (), ("masakari", "nova-compute"), runner=_instance_ha_runner("engine-kill"))

@@ -284,3 +284,75 @@ def test_host_down_without_force_down_leaves_nova_alone():
     conn.instance_ha = HA()
     out = api.host_down(conn, {"host": "c0", "force_down": False})
     assert out["forced_down_at"] is None and out["notification"] == "n-2" and out["notified_at"]
+
+
+def test_follow_notification_re_runs_a_notification_whose_engine_died(monkeypatch):
+    """Masakari leaves a notification ``running`` forever when its engine dies: stackha restarts
+    the engine and posts it again (once), then follows the new one to the end."""
+    from stackha.instanceha import recovery
+
+    class Engine:
+        name, on, running = "m1", True, True
+
+        def is_on(self):
+            return self.on
+
+        def daemon(self, name):
+            assert name == "masakari-engine"
+            return object() if self.running else None
+
+    engine = Engine()
+    statuses = {"n1": ["running", "running", "running"], "n2": ["running", "finished"]}
+    posted, recovered = [], []
+
+    class App:
+        name = "masakari"
+
+    class D:
+        def recover(self, apps):
+            recovered.append(apps)
+            engine.running = True
+            return {}
+
+    def notification(d, uuid):
+        st = statuses[uuid]
+        if uuid == "n1" and len(st) == 2:
+            engine.running = False  # killed while it runs n1
+        return {"status": st.pop(0) if len(st) > 1 else st[0]}
+
+    def api(d, action, **payload):
+        posted.append((action, payload))
+        return {"notification": "n2", "forced_down_at": None, "notified_at": 0}
+
+    monkeypatch.setattr(recovery, "notification", notification)
+    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: engine)
+    monkeypatch.setattr(recovery, "masakari_app", lambda d: App)
+    monkeypatch.setattr(recovery, "_api", api)
+    fail = recovery.HostFailure(host="c0", fenced_s=0.01, forced_down_s=0.5, notified_s=0.6, notification="n1",
+                                started_at=0.0)
+    out = recovery.follow_notification(D(), fail, deadline_s=10, interval_s=0)
+    assert out.status == "finished" and out.notifications == ["n1", "n2"]
+    assert posted == [("host_down", {"host": "c0", "rerun_of": "n1"})] and recovered == [{"masakari"}]
+    assert out.reruns[0]["dead_engine"] == "m1"
+
+
+def test_follow_notification_leaves_a_live_engine_alone(monkeypatch):
+    from stackha.instanceha import recovery
+
+    class Engine:
+        name = "m1"
+
+        def is_on(self):
+            return True
+
+        def daemon(self, name):
+            return object()
+
+    seq = ["running", "running", "finished"]
+    monkeypatch.setattr(recovery, "notification", lambda d, uuid: {"status": seq.pop(0)})
+    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: Engine())
+    monkeypatch.setattr(recovery, "_api", lambda *a, **k: pytest.fail("re-posted a live engine's notification"))
+    fail = recovery.HostFailure(host="c0", fenced_s=0.01, forced_down_s=0.5, notified_s=0.6, notification="n1",
+                                started_at=0.0)
+    out = recovery.follow_notification(object(), fail, deadline_s=10, interval_s=0)
+    assert out.status == "finished" and out.notifications == ["n1"] and out.reruns == []

@@ -65,7 +65,9 @@ def lab(monkeypatch):
     monkeypatch.setattr(recovery, "wait_evacuated", lambda d, f, ids, deadline_s: recovery.Evacuation(
         done_s=5.0 if state["done"] else None, active_s={i: 5.0 for i in ids} if state["done"] else {},
         where={i: ["c2", "ACTIVE", None] for i in ids}))
-    monkeypatch.setattr(recovery, "wait_notification", lambda d, u, s: {"status": "finished"})
+    monkeypatch.setattr(recovery, "follow_notification", lambda d, f, deadline_s: recovery.Followed(
+        "finished", [f.notification] + [r["notification"] for r in state["reruns"]], state["reruns"]))
+    state["reruns"] = []
     monkeypatch.setattr(recovery, "delete_servers", lambda d, ids: None)
     monkeypatch.setattr(recovery, "readmit", lambda d, n: [])
 
@@ -82,7 +84,7 @@ def lab(monkeypatch):
 
 
 def run(kind, tmp_path):
-    s = scenarios.scenario(f"instance-ha-compute-{kind}")
+    s = scenarios.scenario("instance-ha-engine-kill" if kind == "engine-kill" else f"instance-ha-compute-{kind}")
     return s.runner(D(), s, 1, tmp_path, lambda m: None)
 
 
@@ -118,3 +120,18 @@ def test_no_recovery_is_no_evidence(lab, tmp_path, what):
         lab["evacuate_at"] = None
     rep = run("poweroff", tmp_path)
     assert rep.verdict == "problems" and "no evidence" in rep.error
+
+
+def test_an_engine_kill_run_fails_unless_stackha_re_ran_the_notification(lab, tmp_path, monkeypatch):
+    engine = Host("m1")
+    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: engine)
+    monkeypatch.setattr(recovery, "notification", lambda d, uuid: {"status": "running"})
+    killed = []
+    monkeypatch.setattr(faults.KillDaemon, "inject", lambda self: killed.append(self.host.name) or [
+        faults.FaultEvent(time.time(), "kill -9", self.host.name)])
+    rep = run("engine-kill", tmp_path)
+    assert killed == ["m1"] and rep.verdict == "problems" and "not re-run" in rep.error
+    lab["reruns"] = [{"notification": "n2", "dead_engine": "m1", "after_s": 3.0}]
+    rep = run("engine-kill", tmp_path)
+    assert rep.verdict == "ok", rep.error
+    assert rep.extra["facts"]["notifications"] == ["n", "n2"] and rep.extra["facts"]["killed_engine"] == "m1"
