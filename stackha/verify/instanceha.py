@@ -8,6 +8,9 @@ servers fails, stackha fences it, forces it down and notifies Masakari
   notification ``running`` for 24 h and never retry it; stackha's
   :func:`~stackha.instanceha.recovery.follow_notification` restarts the engine and re-runs the
   notification, and the run fails unless it did and every server came back.
+- ``instance-ha-controller-poweroff``: the same, but the controller whose engine runs the
+  notification loses power (with its Galera node, RabbitMQ node and API units); the notification
+  is re-run on another engine and the controller is powered on again after the run.
 - ``instance-ha-compute-partition``: the host is cut off the network but keeps running (its
   nova-compute process alive, its servers still "running" there).  Evacuating now would run each
   server twice; the run proves the order from the cloud's own records: the fence completed
@@ -66,8 +69,8 @@ def pick_victim(d) -> tuple[str, set[str]]:
 
 
 def runner(kind: str) -> Callable:
-    """A :attr:`~stackha.verify.scenarios.Scenario.runner` for ``kind`` "poweroff", "partition"
-    or "engine-kill" (module docstring)."""
+    """A :attr:`~stackha.verify.scenarios.Scenario.runner` for ``kind`` "poweroff", "partition",
+    "engine-kill" or "controller-poweroff" (module docstring)."""
 
     def run(d, s, run_no: int, out_dir: Path, say: Callable[[str], None]):
         from stackha.instanceha import recovery
@@ -99,8 +102,8 @@ def runner(kind: str) -> Callable:
             fence_done = fail.started_at + (fail.fenced_s or 0.0)
             say(f"fenced in {fail.fenced_s * 1000:.0f} ms, forced down at {fail.forced_down_s:.1f} s, "
                 f"notification {fail.notification} at {fail.notified_s:.1f} s")
-            if kind == "engine-kill":
-                facts.update(kill_engine(d, fail, t_fault, say))
+            if kind in ("engine-kill", "controller-poweroff"):
+                facts.update(kill_engine(d, fail, t_fault, say, power_off=kind == "controller-poweroff"))
             with ThreadPoolExecutor(1) as pool:  # stackha follows (and re-runs) while Nova is polled
                 followed = pool.submit(recovery.follow_notification, d, fail, DEADLINE_S + 60)
                 ev = recovery.wait_evacuated(d, fail, ids, deadline_s=DEADLINE_S)
@@ -123,7 +126,7 @@ def runner(kind: str) -> Callable:
                 problems.append(f"no evidence: {len(ev.active_s)} of {SERVERS} servers ACTIVE elsewhere after {DEADLINE_S:.0f} s")
             if note.status != "finished":
                 problems.append(f"notification {note.status}")
-            if kind == "engine-kill" and not note.reruns:
+            if kind in ("engine-kill", "controller-poweroff") and not note.reruns:
                 problems.append("the killed engine's notification was not re-run")
             if first is None:
                 problems.append("no evidence: Nova recorded no evacuate action")
@@ -137,6 +140,12 @@ def runner(kind: str) -> Callable:
         except Exception as exc:  # the run fails with the reason; other scenarios still run
             problems.append(str(exc) if isinstance(exc, (UserError, HostError)) else f"{type(exc).__name__}: {exc}")
         finally:
+            off = [u.host for u in recovery.masakari_app(d).units] if kind == "controller-poweroff" else []
+            for h in (h for h in off if not h.is_on()):
+                try:
+                    h.power_on()
+                except Exception as exc:
+                    problems.append(f"restore: power on {h.name}: {exc}")
             problems += _restore(d, victim, ids, reserved_before, say)
         say("stackha recovery (Deployment.recover) until every unit is active")
         recovery_ = recover_until_active(d, RECOVERY_DEADLINE_S, progress=say)
@@ -153,13 +162,14 @@ def runner(kind: str) -> Callable:
     return run
 
 
-def kill_engine(d, fail, t_fault: float, say, deadline_s: float = 20.0) -> dict:
-    """kill -9 the masakari-engine that processes ``fail``'s notification, as soon as one logged
-    that it does (polled every 0.2 s for ``deadline_s`` s).  Facts: which engine, when (s after
-    the fault) and the notification's status then (it must be ``running``: a kill before or
-    after the recovery would prove nothing).  Raises :class:`UserError` when no engine took it."""
+def kill_engine(d, fail, t_fault: float, say, deadline_s: float = 20.0, power_off: bool = False) -> dict:
+    """kill -9 the masakari-engine that processes ``fail``'s notification (``power_off``: power
+    off its controller instead), as soon as one logged that it does (polled every 0.2 s for
+    ``deadline_s`` s).  Facts: which engine, when (s after the fault) and the notification's
+    status then (it must be ``running``: a kill before or after the recovery would prove
+    nothing).  Raises :class:`UserError` when no engine took it."""
     from stackha.instanceha import recovery
-    from stackha.verify.faults import KillDaemon
+    from stackha.verify.faults import KillDaemon, PowerOff
 
     end = time.monotonic() + deadline_s
     engine = None
@@ -169,12 +179,14 @@ def kill_engine(d, fail, t_fault: float, say, deadline_s: float = 20.0) -> dict:
             time.sleep(0.2)
     if engine is None:
         raise UserError(f"no masakari-engine logged notification {fail.notification} within {deadline_s:.0f} s")
-    ev = KillDaemon(engine, recovery.ENGINE_DAEMON).inject()[0]
+    fault = PowerOff([engine]) if power_off else KillDaemon(engine, recovery.ENGINE_DAEMON)
+    ev = fault.inject()[0]
     status = recovery.notification(d, fail.notification)["status"]
-    say(f"kill -9 masakari-engine on {engine.name} {ev.t - t_fault:.1f} s after the fault (notification {status})")
+    say(f"{fault.describe()} {ev.t - t_fault:.1f} s after the fault (notification {status})")
     if status != "running":
         raise UserError(f"the engine was killed while notification {fail.notification} was {status}, not running")
-    return {"killed_engine": engine.name, "killed_at_s": round(ev.t - t_fault, 2), "status_at_kill": status}
+    return {"killed_engine": engine.name, "killed_at_s": round(ev.t - t_fault, 2), "status_at_kill": status,
+            "engine_fault": fault.describe()}
 
 
 def _restore(d, victim: str | None, ids: list[str], reserved_before: set[str], say) -> list[str]:

@@ -1367,3 +1367,7 @@ SCENARIOS["instance-ha-engine-kill"] = Scenario(
     "instance-ha-engine-kill", "power off a compute host running HA_Enabled servers, then kill -9 the "
     "masakari-engine running its notification: stackha restarts the engine and re-runs it",
     lambda d, p: None, 0.0, (), ("masakari", "nova-compute"), runner=_instance_ha_runner("engine-kill"))
+SCENARIOS["instance-ha-controller-poweroff"] = Scenario(
+    "instance-ha-controller-poweroff", "power off a compute host running HA_Enabled servers, then power off the "
+    "controller whose masakari-engine runs its notification: re-run on another engine",
+    lambda d, p: None, 0.0, (), ("masakari", "nova-compute"), runner=_instance_ha_runner("controller-poweroff"))

@@ -84,7 +84,8 @@ def lab(monkeypatch):
 
 
 def run(kind, tmp_path):
-    s = scenarios.scenario("instance-ha-engine-kill" if kind == "engine-kill" else f"instance-ha-compute-{kind}")
+    s = scenarios.scenario({"engine-kill": "instance-ha-engine-kill", "controller-poweroff": "instance-ha-controller-poweroff"}
+                           .get(kind, f"instance-ha-compute-{kind}"))
     return s.runner(D(), s, 1, tmp_path, lambda m: None)
 
 
@@ -122,16 +123,27 @@ def test_no_recovery_is_no_evidence(lab, tmp_path, what):
     assert rep.verdict == "problems" and "no evidence" in rep.error
 
 
-def test_an_engine_kill_run_fails_unless_stackha_re_ran_the_notification(lab, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["engine-kill", "controller-poweroff"])
+def test_an_engine_loss_run_fails_unless_stackha_re_ran_the_notification(lab, tmp_path, monkeypatch, kind):
     engine = Host("m1")
     monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: engine)
     monkeypatch.setattr(recovery, "notification", lambda d, uuid: {"status": "running"})
+    monkeypatch.setattr(recovery, "masakari_app", lambda d: type("A", (), {"units": [type("U", (), {"host": engine})]}))
     killed = []
-    monkeypatch.setattr(faults.KillDaemon, "inject", lambda self: killed.append(self.host.name) or [
-        faults.FaultEvent(time.time(), "kill -9", self.host.name)])
-    rep = run("engine-kill", tmp_path)
+
+    def kill(self):
+        hosts = getattr(self, "hosts", None) or [self.host]
+        killed.extend(h.name for h in hosts)
+        if hasattr(self, "hosts"):
+            engine.on = False
+        return [faults.FaultEvent(time.time(), "x", hosts[0].name)]
+
+    monkeypatch.setattr(faults.KillDaemon, "inject", kill)
+    monkeypatch.setattr(faults.PowerOff, "inject", kill)
+    rep = run(kind, tmp_path)
     assert killed == ["m1"] and rep.verdict == "problems" and "not re-run" in rep.error
+    assert engine.on  # a controller the run powered off is powered on again
     lab["reruns"] = [{"notification": "n2", "dead_engine": "m1", "after_s": 3.0}]
-    rep = run("engine-kill", tmp_path)
+    rep = run(kind, tmp_path)
     assert rep.verdict == "ok", rep.error
     assert rep.extra["facts"]["notifications"] == ["n", "n2"] and rep.extra["facts"]["killed_engine"] == "m1"
