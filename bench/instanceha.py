@@ -162,7 +162,7 @@ def run_all(clouds: dict[str, dict], sizes: list[int], runs: int) -> None:
                 res = clouds[tuning]
                 if "error" in res:
                     continue
-                say(f"[bold][{tuning}] {size} instances, run {n + 1}[/]")
+                say(f"[bold]{escape(f'[{tuning}]')} {size} instances, run {n + 1}[/]")
                 try:
                     res["runs"].append(one_run(d, tuning, size, n))
                 except Exception as exc:
