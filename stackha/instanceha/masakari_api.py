@@ -237,7 +237,7 @@ def wait_evacuated(conn, req: dict) -> dict:
                 out["active_elsewhere_at"].pop(i, None)
         out["where"] = {i: list(v) for i, v in rows.items()}
         if len(out["active_elsewhere_at"]) == len(ids):
-            out["done_at"] = max(out["active_elsewhere_at"].values())
+            out["done_at"] = max(out["active_elsewhere_at"].values(), default=now)
             break
         time.sleep(req.get("interval_s", 0.5))
     return out
@@ -254,11 +254,15 @@ def delete_servers(conn, req: dict) -> dict:
 def evacuations(conn, req: dict) -> dict:
     out = {}
     for i in req["ids"]:
+        # GET /servers/{id}/os-instance-actions directly: this openstacksdk's server_actions()
+        # sends server_id as a query parameter, which Nova refuses ("Invalid query params")
+        resp = conn.compute.get(f"/servers/{i}/os-instance-actions", microversion="2.21")
+        resp.raise_for_status()
         starts = []
-        for a in conn.compute.server_actions(i):
-            if a.action == "evacuate" and a.start_time:
-                t = datetime.datetime.fromisoformat(a.start_time.replace("Z", "")).replace(tzinfo=datetime.timezone.utc)
-                starts.append(t.timestamp())
+        for a in resp.json()["instanceActions"]:
+            if a["action"] == "evacuate" and a.get("start_time"):
+                t = datetime.datetime.fromisoformat(a["start_time"].replace("Z", "")[:26])
+                starts.append(t.replace(tzinfo=datetime.timezone.utc).timestamp())
         out[i] = sorted(starts)
     return out
 

@@ -128,6 +128,34 @@ def engine_of(d, uuid: str):
     return None
 
 
+#: Marks one orphaned notification failed through Masakari's own object layer (what the engine's
+#: _check_expired_notifications does after notifications_expired_interval, 24 h); argv[1] is the
+#: uuid.  Run as the masakari user with Masakari's config (no credentials pass through stackha).
+FAIL_ORPHAN = (
+    "import sys, masakari.conf; from masakari import context, objects; "
+    "C = masakari.conf.CONF; C(['--config-file', '/etc/masakari/masakari.conf'], project='masakari'); "
+    "objects.register_all(); n = objects.Notification.get_by_uuid(context.get_admin_context(), sys.argv[1]); "
+    "n.status = 'failed' if n.status == 'running' else n.status; n.save(); print(n.status)"
+)
+
+
+def fail_orphaned(d, uuid: str) -> str:
+    """Mark notification ``uuid``, left ``running`` by a dead engine, failed — now rather than
+    after Masakari's notifications_expired_interval (24 h).  While it is ``running`` Masakari
+    refuses every host update in its segment (HTTP 409 HostInUse, masakari/ha/api.py
+    is_failover_segment_under_recovery), so the host's on_maintenance flag could not be cleared for
+    a re-run.  Uses Masakari's own objects on a masakari unit that is on; returns the status it
+    left.  Raises :class:`UserError` when no unit is on or the script fails."""
+    for u in masakari_app(d).units:
+        if u.host.is_on():
+            res = u.host.run(["/usr/bin/python3", "-c", FAIL_ORPHAN, uuid], user="masakari", timeout=60)
+            if not res.ok:
+                raise UserError(f"could not mark notification {uuid} failed on {u.host.name}: "
+                                f"{res.stderr.strip().splitlines()[-1:] or res.stdout.strip()}")
+            return res.stdout.strip().splitlines()[-1]
+    raise UserError("no masakari unit is on to mark the orphaned notification failed")
+
+
 @dataclass
 class Followed:
     """What :func:`follow_notification` saw: the last notification's ``status`` and every
@@ -146,8 +174,10 @@ def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, inte
     runs it dies, re-run it.  Masakari marks a notification whose engine died while it was
     ``running`` as failed only after ``notifications_expired_interval`` (24 h) and never retries it
     (LAB-NOTES "Masakari"), so the host's instances would stay down: stackha restarts the dead
-    engine (:meth:`Deployment.recover` of the masakari application) and posts the notification
-    again (on_maintenance cleared, the payload marked ``stackha_rerun_of``); Masakari's flow then
+    engine (:meth:`Deployment.recover` of the masakari application), marks the orphan failed
+    (:func:`fail_orphaned`: while it runs, Masakari refuses any host update in the segment) and
+    posts the notification again (on_maintenance cleared, the payload marked
+    ``stackha_rerun_of``); Masakari's flow then
     evacuates what is still on the failed host.  At most ``max_reruns`` re-runs.  Raises
     :class:`UserError` after ``deadline_s`` seconds."""
     uuid = failure.notification
@@ -164,6 +194,7 @@ def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, inte
                 app = masakari_app(d)
                 if engine.is_on():
                     d.recover({app.name})
+                fail_orphaned(d, uuid)
                 out = _api(d, "host_down", host=failure.host, rerun_of=uuid)
                 reruns.append({"notification": out["notification"], "dead_engine": engine.name,
                                "after_s": round(time.time() - failure.started_at, 2)})

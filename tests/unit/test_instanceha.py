@@ -328,11 +328,14 @@ def test_follow_notification_re_runs_a_notification_whose_engine_died(monkeypatc
     monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: engine)
     monkeypatch.setattr(recovery, "masakari_app", lambda d: App)
     monkeypatch.setattr(recovery, "_api", api)
+    monkeypatch.setattr(recovery, "fail_orphaned", lambda d, uuid: posted.append(("fail_orphaned", uuid)) or "failed")
     fail = recovery.HostFailure(host="c0", fenced_s=0.01, forced_down_s=0.5, notified_s=0.6, notification="n1",
                                 started_at=0.0)
     out = recovery.follow_notification(D(), fail, deadline_s=10, interval_s=0)
     assert out.status == "finished" and out.notifications == ["n1", "n2"]
-    assert posted == [("host_down", {"host": "c0", "rerun_of": "n1"})] and recovered == [{"masakari"}]
+    # the orphan is failed first: while it runs, Masakari refuses to clear the host's on_maintenance
+    assert posted == [("fail_orphaned", "n1"), ("host_down", {"host": "c0", "rerun_of": "n1"})]
+    assert recovered == [{"masakari"}]
     assert out.reruns[0]["dead_engine"] == "m1"
 
 

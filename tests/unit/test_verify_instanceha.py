@@ -108,9 +108,16 @@ def test_a_recovery_after_the_fence_is_ok_and_restores_the_segment(lab, tmp_path
 
 
 def test_an_evacuation_before_the_fence_fails_the_run(lab, tmp_path):
-    lab["evacuate_at"] = -0.2
+    lab["evacuate_at"] = -1.2
     rep = run("partition", tmp_path)
     assert rep.verdict == "problems" and "BEFORE the fence" in rep.error
+
+
+def test_an_evacuation_in_the_fences_second_proves_no_order(lab, tmp_path):
+    """Nova keeps whole seconds: a recorded start 0.5 s before the fence may be 0.4 s after it."""
+    lab["evacuate_at"] = -0.5
+    rep = run("partition", tmp_path)
+    assert rep.verdict == "problems" and "no evidence of the order" in rep.error
 
 
 @pytest.mark.parametrize("what", ["never back", "no evacuate action"])
