@@ -26,8 +26,9 @@ Actions (each prints one JSON document; exit 1 with a one-line message on stderr
   (compute API 2.53, ``PUT /os-services/{id}``), then a COMPUTE_HOST notification
   (``{"event": "STOPPED", "host_status": "NORMAL", "cluster_status": "OFFLINE"}``, as
   masakari-hostmonitor sends for a host that is powered off) posted to Masakari.  With
-  ``"rerun_of": uuid`` (a notification whose engine died) the host's on_maintenance flag is
-  cleared first and the payload carries ``stackha_rerun_of``.  Call it only
+  ``"rerun_of": uuid, "duplicate_interval_s": s`` (a notification whose engine died) it first
+  waits until Masakari's duplicate window after that notification's generated_time has passed
+  (``rerun_waited_s``) and clears the host's on_maintenance flag.  Call it only
   after the host is fenced: forced_down tells Nova the host is dead, and Nova then accepts
   evacuations at once (LAB-NOTES "OpenStack services": force down first, then disable, then
   evacuate; without it Nova refuses with HTTP 400 for ``service_down_time``).  Times: the
@@ -125,14 +126,24 @@ def host_down(conn, req: dict) -> dict:
         payload = {"event": "STOPPED", "host_status": "NORMAL", "cluster_status": "OFFLINE"}
         if req.get("rerun_of"):
             # the engine running the first notification died: Masakari left the host on
-            # maintenance (its manager sets it when it starts) and would refuse the same payload
-            # within duplicate_notification_detection_interval as a duplicate
+            # maintenance (its manager sets it when it starts), and it refuses the same payload
+            # for the same host as a duplicate (409) while the new generated_time is within
+            # duplicate_notification_detection_interval of the first's (masakari/ha/api.py,
+            # _is_duplicate_notification; the payload schema admits no extra key to tell them
+            # apart): wait that window out, in whole seconds as Masakari stores them
             ha = conn.instance_ha
+            first = ha.get_notification(req["rerun_of"])
+            gen = datetime.datetime.fromisoformat(str(first.generated_time).replace("Z", "")[:19])
+            gen = gen.replace(tzinfo=datetime.timezone.utc).timestamp()
+            wait = gen + req.get("duplicate_interval_s", 180) + 1.0 - time.time()
+            if wait > 0:
+                time.sleep(wait)
+                out["rerun_waited_s"] = round(wait, 2)
             for seg in ha.segments():
                 for h in ha.hosts(seg.uuid):
                     if h.name == req["host"] and h.on_maintenance:
                         ha.update_host(h.uuid, seg.uuid, on_maintenance=False)
-            payload["stackha_rerun_of"] = req["rerun_of"]
+            now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
         n = conn.instance_ha.create_notification(
             type="COMPUTE_HOST", hostname=req["host"], generated_time=now, payload=payload)
         out["notification"] = n.notification_uuid

@@ -156,6 +156,14 @@ def fail_orphaned(d, uuid: str) -> str:
     raise UserError("no masakari unit is on to mark the orphaned notification failed")
 
 
+def duplicate_window_s(app: AppContext) -> float:
+    """Masakari's duplicate_notification_detection_interval (s) under ``app``'s tuning."""
+    from stackha.services.base import select_tuning
+    from stackha.services.openstack.masakari import ENGINE
+
+    return float(select_tuning(ENGINE, app.tuning)["duplicate_notification_detection_interval"])
+
+
 @dataclass
 class Followed:
     """What :func:`follow_notification` saw: the last notification's ``status`` and every
@@ -176,8 +184,8 @@ def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, inte
     (LAB-NOTES "Masakari"), so the host's instances would stay down: stackha restarts the dead
     engine (:meth:`Deployment.recover` of the masakari application), marks the orphan failed
     (:func:`fail_orphaned`: while it runs, Masakari refuses any host update in the segment) and
-    posts the notification again (on_maintenance cleared, the payload marked
-    ``stackha_rerun_of``); Masakari's flow then
+    posts the notification again once Masakari's duplicate window has passed (on_maintenance
+    cleared; the wait is in ``reruns``); Masakari's flow then
     evacuates what is still on the failed host.  At most ``max_reruns`` re-runs.  Raises
     :class:`UserError` after ``deadline_s`` seconds."""
     uuid = failure.notification
@@ -195,9 +203,12 @@ def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, inte
                 if engine.is_on():
                     d.recover({app.name})
                 fail_orphaned(d, uuid)
-                out = _api(d, "host_down", host=failure.host, rerun_of=uuid)
+                window = duplicate_window_s(app)
+                out = _api(d, "host_down", host=failure.host, rerun_of=uuid, duplicate_interval_s=window,
+                           timeout_s=window + 180)
                 reruns.append({"notification": out["notification"], "dead_engine": engine.name,
-                               "after_s": round(time.time() - failure.started_at, 2)})
+                               "after_s": round(time.time() - failure.started_at, 2),
+                               "waited_duplicate_window_s": out.get("rerun_waited_s", 0.0)})
                 uuid, engine = out["notification"], None
                 chain.append(uuid)
                 continue

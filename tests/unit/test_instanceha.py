@@ -306,7 +306,7 @@ def test_follow_notification_re_runs_a_notification_whose_engine_died(monkeypatc
     posted, recovered = [], []
 
     class App:
-        name = "masakari"
+        name, tuning = "masakari", "stackha"
 
     class D:
         def recover(self, apps):
@@ -334,7 +334,9 @@ def test_follow_notification_re_runs_a_notification_whose_engine_died(monkeypatc
     out = recovery.follow_notification(D(), fail, deadline_s=10, interval_s=0)
     assert out.status == "finished" and out.notifications == ["n1", "n2"]
     # the orphan is failed first: while it runs, Masakari refuses to clear the host's on_maintenance
-    assert posted == [("fail_orphaned", "n1"), ("host_down", {"host": "c0", "rerun_of": "n1"})]
+    # the re-run waits out Masakari's duplicate window (10 s under stackha's tuning)
+    assert posted == [("fail_orphaned", "n1"), ("host_down", {"host": "c0", "rerun_of": "n1",
+                                                              "duplicate_interval_s": 10.0, "timeout_s": 190.0})]
     assert recovered == [{"masakari"}]
     assert out.reruns[0]["dead_engine"] == "m1"
 
