@@ -117,15 +117,38 @@ ENGINE_DAEMON = "masakari-engine"
 ENGINE_LOGS = ("/var/log/masakari", "/srv/stackha/log")
 
 
+#: Seconds after a notification was accepted by which the engine that took it has logged so
+#: (it logs before it marks the notification running; ≈ 1 s on the lab).
+ORPHAN_GRACE_S = 10.0
+
+
 def engine_of(d, uuid: str):
-    """The host of the masakari unit whose engine logged that it processes notification ``uuid``
-    (masakari/engine/manager.py logs "Processing notification <uuid>"); None when no host that is
-    on has logged it (yet)."""
+    """``(host, pid)`` of the masakari-engine process that logged that it processes notification
+    ``uuid`` (masakari/engine/manager.py: "<date> <time> <pid> INFO … Processing notification
+    <uuid>"); None when no masakari host that is on has logged it (a host that is off cannot be
+    read)."""
     for u in masakari_app(d).units:
-        if u.host.is_on() and u.host.run(["grep", "-rqF", f"Processing notification {uuid}", *ENGINE_LOGS],
-                                         timeout=10).ok:
-            return u.host
+        if not u.host.is_on():
+            continue
+        res = u.host.run(["grep", "-rhF", f"Processing notification {uuid}", *ENGINE_LOGS], timeout=10)
+        fields = res.stdout.split() if res.ok else []
+        if len(fields) > 2 and fields[2].isdigit():
+            return u.host, int(fields[2])
     return None
+
+
+def orphaned_by(d, uuid: str, accepted_s_ago: float, found) -> str | None:
+    """Why notification ``uuid`` (``running``) has no live engine, or None while it has one.
+    ``found`` is :func:`engine_of`'s answer: that engine is dead when its host is off or the
+    host's masakari-engine daemon is another process (killed, maybe restarted since).  With no
+    readable log line ``ORPHAN_GRACE_S`` after the notification was accepted, the engine that took
+    it was on a masakari host that is off now."""
+    if found is not None:
+        host, pid = found
+        daemon = host.daemon(ENGINE_DAEMON) if host.is_on() else None
+        return None if daemon is not None and daemon.pid == pid else host.name
+    off = [u.host.name for u in masakari_app(d).units if not u.host.is_on()]
+    return ",".join(off) if off and accepted_s_ago > ORPHAN_GRACE_S else None
 
 
 #: Marks one orphaned notification failed through Masakari's own object layer (what the engine's
@@ -190,6 +213,7 @@ def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, inte
     :class:`UserError` after ``deadline_s`` seconds."""
     uuid = failure.notification
     chain, reruns, engine = [uuid], [], None
+    posted_at = failure.started_at + (failure.notified_s or 0.0)
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         n = notification(d, uuid)
@@ -197,16 +221,17 @@ def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, inte
             return Followed(n["status"], chain, reruns)
         if n["status"] == "running":
             engine = engine or engine_of(d, uuid)
-            dead = engine is not None and (not engine.is_on() or engine.daemon(ENGINE_DAEMON) is None)
+            dead = orphaned_by(d, uuid, time.time() - posted_at, engine)
             if dead and len(reruns) < max_reruns:
                 app = masakari_app(d)
-                if engine.is_on():
+                if any(u.host.is_on() for u in app.units if u.host.name in dead.split(",")):
                     d.recover({app.name})
                 fail_orphaned(d, uuid)
                 window = duplicate_window_s(app)
                 out = _api(d, "host_down", host=failure.host, rerun_of=uuid, duplicate_interval_s=window,
                            timeout_s=window + 180)
-                reruns.append({"notification": out["notification"], "dead_engine": engine.name,
+                posted_at = time.time()
+                reruns.append({"notification": out["notification"], "dead_engine": dead,
                                "after_s": round(time.time() - failure.started_at, 2),
                                "waited_duplicate_window_s": out.get("rerun_waited_s", 0.0)})
                 uuid, engine = out["notification"], None

@@ -180,11 +180,12 @@ def kill_engine(d, fail, t_fault: float, say, deadline_s: float = 20.0, power_of
     from stackha.verify.faults import KillDaemon, PowerOff
 
     end = time.monotonic() + deadline_s
-    engine = None
-    while engine is None and time.monotonic() < end:
-        engine = recovery.engine_of(d, fail.notification)
-        if engine is None:
+    found = None
+    while found is None and time.monotonic() < end:
+        found = recovery.engine_of(d, fail.notification)
+        if found is None:
             time.sleep(0.2)
+    engine = found[0] if found else None
     if engine is None:
         raise UserError(f"no masakari-engine logged notification {fail.notification} within {deadline_s:.0f} s")
     fault = PowerOff([engine]) if power_off else KillDaemon(engine, recovery.ENGINE_DAEMON)

@@ -292,26 +292,28 @@ def test_follow_notification_re_runs_a_notification_whose_engine_died(monkeypatc
     from stackha.instanceha import recovery
 
     class Engine:
-        name, on, running = "m1", True, True
+        name, on, running, pid = "m1", True, True, 100
 
         def is_on(self):
             return self.on
 
         def daemon(self, name):
             assert name == "masakari-engine"
-            return object() if self.running else None
+            return type("Daemon", (), {"pid": self.pid})() if self.running else None
 
     engine = Engine()
+    took = {"n1": 100, "n2": 101}  # the pid that logged each notification
     statuses = {"n1": ["running", "running", "running"], "n2": ["running", "finished"]}
     posted, recovered = [], []
 
     class App:
         name, tuning = "masakari", "stackha"
+        units = [type("Unit", (), {"host": engine})]
 
     class D:
         def recover(self, apps):
             recovered.append(apps)
-            engine.running = True
+            engine.running, engine.pid = True, 101  # a new process
             return {}
 
     def notification(d, uuid):
@@ -325,7 +327,7 @@ def test_follow_notification_re_runs_a_notification_whose_engine_died(monkeypatc
         return {"notification": "n2", "forced_down_at": None, "notified_at": 0}
 
     monkeypatch.setattr(recovery, "notification", notification)
-    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: engine)
+    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: (engine, took[uuid]))
     monkeypatch.setattr(recovery, "masakari_app", lambda d: App)
     monkeypatch.setattr(recovery, "_api", api)
     monkeypatch.setattr(recovery, "fail_orphaned", lambda d, uuid: posted.append(("fail_orphaned", uuid)) or "failed")
@@ -351,13 +353,39 @@ def test_follow_notification_leaves_a_live_engine_alone(monkeypatch):
             return True
 
         def daemon(self, name):
-            return object()
+            return type("Daemon", (), {"pid": 100})()
 
     seq = ["running", "running", "finished"]
     monkeypatch.setattr(recovery, "notification", lambda d, uuid: {"status": seq.pop(0)})
-    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: Engine())
+    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: (Engine(), 100))
     monkeypatch.setattr(recovery, "_api", lambda *a, **k: pytest.fail("re-posted a live engine's notification"))
     fail = recovery.HostFailure(host="c0", fenced_s=0.01, forced_down_s=0.5, notified_s=0.6, notification="n1",
                                 started_at=0.0)
     out = recovery.follow_notification(object(), fail, deadline_s=10, interval_s=0)
     assert out.status == "finished" and out.notifications == ["n1"] and out.reruns == []
+
+
+def test_an_engine_restarted_since_or_on_a_host_that_is_off_is_dead(monkeypatch):
+    """The process that logged the notification is what counts: a daemon restarted since (another
+    pid) does not run it; with no readable log line, a masakari host that is off had it."""
+    from stackha.instanceha import recovery
+
+    class H:
+        def __init__(self, name, on, pid):
+            self.name, self.on, self.pid = name, on, pid
+
+        def is_on(self):
+            return self.on
+
+        def daemon(self, name):
+            return type("Daemon", (), {"pid": self.pid})() if self.on else None
+
+    a, b = H("m0", True, 5), H("m2", False, None)
+    App = type("App", (), {"units": [type("U", (), {"host": a}), type("U", (), {"host": b})]})
+    monkeypatch.setattr(recovery, "masakari_app", lambda d: App)
+    assert recovery.orphaned_by(None, "n", 3.0, (a, 5)) is None
+    assert recovery.orphaned_by(None, "n", 3.0, (a, 4)) == "m0"
+    assert recovery.orphaned_by(None, "n", 3.0, None) is None  # within the grace: may not have logged yet
+    assert recovery.orphaned_by(None, "n", recovery.ORPHAN_GRACE_S + 1, None) == "m2"
+    b.on = True
+    assert recovery.orphaned_by(None, "n", recovery.ORPHAN_GRACE_S + 1, None) is None

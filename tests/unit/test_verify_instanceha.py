@@ -133,7 +133,7 @@ def test_no_recovery_is_no_evidence(lab, tmp_path, what):
 @pytest.mark.parametrize("kind", ["engine-kill", "controller-poweroff"])
 def test_an_engine_loss_run_fails_unless_stackha_re_ran_the_notification(lab, tmp_path, monkeypatch, kind):
     engine = Host("m1")
-    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: engine)
+    monkeypatch.setattr(recovery, "engine_of", lambda d, uuid: (engine, 7))
     monkeypatch.setattr(recovery, "notification", lambda d, uuid: {"status": "running"})
     monkeypatch.setattr(recovery, "masakari_app", lambda d: type("A", (), {"units": [type("U", (), {"host": engine})]}))
     killed = []
