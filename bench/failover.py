@@ -47,6 +47,8 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from stackha.verify.labs import with_clouds  # noqa: E402
+
 console = Console(width=None if sys.stdout.isatty() else 170)
 BUNDLE = ROOT / "examples" / "lab-control-plane.yaml"
 TUNINGS = ("stackha", "stock")
@@ -92,23 +94,6 @@ def new_cloud(tuning: str, args, used_subnets: set[int], work: Path) -> dict:
     else:
         say(f"{tuning}: deployed in {out['deploy_s']:.0f} s")
     return out
-
-
-def destroy_cloud(res: dict) -> None:
-    """Tear the cloud's lab down (never raises: a failed teardown is printed)."""
-    from stackha.cli import state_dir
-    from stackha.engine.deploy import Deployment
-    from stackha.hosts.lab import teardown
-
-    prefix = res["lab"]
-    say(f"{res['tuning']}: tearing down lab {prefix}")
-    try:
-        if Deployment.exists(prefix, state_dir()):
-            Deployment(prefix, state_dir()).destroy()
-        else:
-            teardown(prefix, state_dir())
-    except Exception as exc:
-        say(f"[red]teardown of {prefix} failed: {escape(str(exc))}[/]")
 
 
 def run_interleaved(results: dict[str, dict], args) -> None:
@@ -216,23 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     cli.settings.state_dir = state
     work = Path(tempfile.mkdtemp(prefix="stackha-bench-overlays-"))
     t0 = time.monotonic()
-    results: dict[str, dict] = {}
     used: set[int] = set()
+
+    def make(tuning: str) -> dict:
+        return {**new_cloud(tuning, args, used, work), "scenarios": args.scenario}
+
     try:
-        for tuning in (args.tuning or TUNINGS):
-            results[tuning] = new_cloud(tuning, args, used, work)
-            results[tuning]["scenarios"] = args.scenario
-        if not any("error" in r for r in results.values()):
-            run_interleaved(results, args)
-    except KeyboardInterrupt:
-        for r in results.values():
-            r.setdefault("error", "interrupted")
-        raise
+        results = with_clouds(args.tuning or TUNINGS, make, lambda r: run_interleaved(r, args), keep=args.keep,
+                              say=lambda m: say(escape(m)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if not args.keep:
-            for r in results.values():
-                destroy_cloud(r)
     rows = table(results, args.runs)
     print_table(rows)
     lost = sum(r.get("lost_stackha", 0) + r.get("lost_stock", 0) for r in rows)

@@ -52,6 +52,8 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from stackha.verify.labs import with_clouds  # noqa: E402
+
 console = Console(width=None if sys.stdout.isatty() else 170)
 BUNDLE = ROOT / "examples" / "lab-cloud.yaml"
 OVERLAY = ROOT / "examples" / "lab-instance-ha.yaml"
@@ -87,22 +89,6 @@ def new_cloud(tuning: str, used: set[int], work: Path) -> dict:
             out["error"] = f"deploy failed: {sorted(rep.failed) + sorted(rep.waiting)}"
     say(f"[red]{tuning}: {escape(out['error'])}[/]" if "error" in out else f"{tuning}: deployed in {out['deploy_s']:.0f} s")
     return out
-
-
-def destroy_cloud(res: dict) -> None:
-    """Tear the cloud's lab down (never raises: a failed teardown is printed)."""
-    from stackha.cli import state_dir
-    from stackha.engine.deploy import Deployment
-    from stackha.hosts.lab import teardown
-
-    say(f"{res['tuning']}: tearing down lab {res['lab']}")
-    try:
-        if Deployment.exists(res["lab"], state_dir()):
-            Deployment(res["lab"], state_dir()).destroy()
-        else:
-            teardown(res["lab"], state_dir())
-    except Exception as exc:
-        say(f"[red]teardown of {res['lab']} failed: {escape(str(exc))}[/]")
 
 
 def to_auto(d) -> None:
@@ -235,22 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     cli.settings.state_dir = state
     work = Path(tempfile.mkdtemp(prefix="stackha-bench-overlays-"))
     t0 = time.monotonic()
-    clouds: dict[str, dict] = {}
     used: set[int] = set()
     try:
-        for tuning in (args.tuning or TUNINGS):
-            clouds[tuning] = new_cloud(tuning, used, work)
-        if not any("error" in r for r in clouds.values()):
-            run_all(clouds, sizes, args.runs)
-    except KeyboardInterrupt:
-        for r in clouds.values():
-            r.setdefault("error", "interrupted")
-        raise
+        clouds = with_clouds(args.tuning or TUNINGS, lambda t: new_cloud(t, used, work),
+                             lambda c: run_all(c, sizes, args.runs), keep=args.keep, say=lambda m: say(escape(m)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        if not args.keep:
-            for r in clouds.values():
-                destroy_cloud(r)
     rows = table(clouds, sizes)
     print_table(rows)
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())

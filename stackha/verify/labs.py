@@ -4,13 +4,15 @@ A lab leases the /24 its bundle's VIP lives in (``stackha.hosts.lab``), so two c
 bundle cannot run at once unless the VIP moves: :func:`vip_overlay` writes an overlay bundle that
 moves every ``vip`` option to the same host part in another /24 of 198.18.0.0/15, and
 :func:`free_vip_subnet` picks a /24 no lab holds (the lease files in ``/run/stackha/subnets``).
-Used by bench/failover.py and the lab tests.
+Used by bench/failover.py, bench/instanceha.py and the lab tests; :func:`with_clouds` is the
+benchmarks' deploy → run → always tear down frame.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Callable, Iterable
 
 import yaml
 
@@ -50,3 +52,46 @@ def vip_overlay(bundle: Path, subnet: ipaddress.IPv4Network, dest: Path) -> Path
         raise UserError(f"{bundle} declares no vip option to move")
     dest.write_text(yaml.safe_dump(overlay, sort_keys=False))
     return dest
+
+
+def destroy_cloud(res: dict, say: Callable[[str], None]) -> None:
+    """Tear down the lab of a benchmark cloud record (``{"tuning", "lab"}``): its deployment
+    when one is recorded, else whatever of the lab exists.  Never raises: a failed teardown is
+    reported through ``say``."""
+    from stackha.cli import state_dir
+    from stackha.engine.deploy import Deployment
+    from stackha.hosts.lab import teardown
+
+    prefix = res["lab"]
+    say(f"{res['tuning']}: tearing down lab {prefix}")
+    try:
+        if Deployment.exists(prefix, state_dir()):
+            Deployment(prefix, state_dir()).destroy()
+        else:
+            teardown(prefix, state_dir())
+    except Exception as exc:
+        say(f"teardown of {prefix} failed: {exc}")
+
+
+def with_clouds(tunings: Iterable[str], make: Callable[[str], dict], run: Callable[[dict], None], *,
+                keep: bool, say: Callable[[str], None]) -> dict[str, dict]:
+    """The benchmarks' frame (bench/failover.py, bench/instanceha.py): ``make(tuning)`` deploys
+    one cloud per tuning and returns its record (``error`` set when the deploy failed), then
+    ``run(records)`` when every deploy worked; every lab is torn down at the end — also on
+    failure or Ctrl-C (recorded as ``error: interrupted``) — unless ``keep``.  Returns the
+    records."""
+    clouds: dict[str, dict] = {}
+    try:
+        for tuning in tunings:
+            clouds[tuning] = make(tuning)
+        if not any("error" in r for r in clouds.values()):
+            run(clouds)
+    except KeyboardInterrupt:
+        for r in clouds.values():
+            r.setdefault("error", "interrupted")
+        raise
+    finally:
+        if not keep:
+            for r in clouds.values():
+                destroy_cloud(r, say)
+    return clouds
