@@ -295,3 +295,15 @@ def delete_servers(d, ids: list[str]) -> None:
     """Delete the servers in ``ids`` and wait until Nova lists none of them."""
     if ids:
         _api(d, "delete_servers", ids=ids, timeout_s=360)
+
+
+def evacuation_starts(d, ids: list[str]) -> dict[str, list[float]]:
+    """Server ID → start times (s since the epoch, whole seconds as Nova stores them) of its
+    ``evacuate`` instance actions: when Nova's API accepted each evacuation."""
+    return _api(d, "evacuations", ids=ids)
+
+
+def reserve(d, name: str) -> list[str]:
+    """Make compute host ``name`` a reserved host again: disabled in Nova, ``reserved`` in its
+    Masakari segments.  Returns what changed."""
+    return _api(d, "reserve", host=compute_host(d, name).name)["changes"]

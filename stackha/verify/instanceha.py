@@ -115,14 +115,13 @@ def runner(kind: str) -> Callable:
             rep.extra = {"facts": facts, "t_fault": t_fault}  # kept if what follows raises
             facts.update(all_active_s=None if ev.done_s is None else round(fail.started_at + ev.done_s - t_fault, 2),
                          notification_status=note.status)
-            starts = recovery._api(d, "evacuations", ids=ids)
+            starts = recovery.evacuation_starts(d, ids)
             first = min((t for ts in starts.values() for t in ts), default=None)
             facts.update(fenced_s=round(fence_done - t_fault, 3), forced_down_s=round(fail.started_at + fail.forced_down_s - t_fault, 2),
                          notified_s=round(fail.started_at + fail.notified_s - t_fault, 2),
                          first_evacuate_s=None if first is None else round(first - t_fault, 2),
-                         all_active_s=None if ev.done_s is None else round(fail.started_at + ev.done_s - t_fault, 2),
                          per_server_s={i: round(fail.started_at + v - t_fault, 2) for i, v in ev.active_s.items()},
-                         notification=fail.notification, notification_status=note.status,
+                         notification=fail.notification,
                          evacuations={i: len(ts) for i, ts in starts.items()},
                          targets=sorted({w[0] for w in ev.where.values() if w and w[0]}))
             say(f"every HA server ACTIVE elsewhere at {facts['all_active_s']} s; first evacuation accepted at "
@@ -210,7 +209,7 @@ def _restore(d, victim: str | None, ids: list[str], reserved_before: set[str], s
         steps += [("heal", host.heal), ("power on", lambda: host.is_on() or host.power_on()),
                   ("re-admit", lambda: recovery.readmit(d, victim))]
     for name in sorted(reserved_before):
-        steps.append((f"reserve {name} again", lambda name=name: recovery._api(d, "reserve", host=name)))
+        steps.append((f"reserve {name} again", lambda name=name: recovery.reserve(d, name)))
     for what, step in steps:
         try:
             step()
