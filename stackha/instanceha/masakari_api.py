@@ -73,6 +73,14 @@ def _service(conn, host: str):
     raise LookupError(f"Nova has no nova-compute service on host {host!r}")
 
 
+def _host_entries(ha, name: str):
+    """(segment, host) for every Masakari host entry named ``name``."""
+    for seg in ha.segments():
+        for h in ha.hosts(seg.uuid):
+            if h.name == name:
+                yield seg, h
+
+
 def ensure_segments(conn, req: dict) -> dict:
     ha = conn.instance_ha
     changes: list[str] = []
@@ -139,10 +147,9 @@ def host_down(conn, req: dict) -> dict:
             if wait > 0:
                 time.sleep(wait)
                 out["rerun_waited_s"] = round(wait, 2)
-            for seg in ha.segments():
-                for h in ha.hosts(seg.uuid):
-                    if h.name == req["host"] and h.on_maintenance:
-                        ha.update_host(h.uuid, seg.uuid, on_maintenance=False)
+            for seg, h in _host_entries(ha, req["host"]):
+                if h.on_maintenance:
+                    ha.update_host(h.uuid, seg.uuid, on_maintenance=False)
             now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
         n = conn.instance_ha.create_notification(
             type="COMPUTE_HOST", hostname=req["host"], generated_time=now, payload=payload)
@@ -173,11 +180,10 @@ def readmit(conn, req: dict) -> dict:
         conn.compute.enable_service(svc)
         changes.append(f"enabled nova-compute on {host}")
     ha = conn.instance_ha
-    for seg in ha.segments():
-        for h in ha.hosts(seg.uuid):
-            if h.name == host and h.on_maintenance:
-                ha.update_host(h.uuid, seg.uuid, on_maintenance=False)
-                changes.append(f"segment {seg.name}: {host} no longer on maintenance")
+    for seg, h in _host_entries(ha, host):
+        if h.on_maintenance:
+            ha.update_host(h.uuid, seg.uuid, on_maintenance=False)
+            changes.append(f"segment {seg.name}: {host} no longer on maintenance")
     return {"changes": changes}
 
 
@@ -216,11 +222,11 @@ def boot(conn, req: dict) -> dict:
     t0 = time.time()
     # "nova:HOST" pins the servers to the host (admin only; compute API 2.74's host field is newer
     # than this openstacksdk's servers)
-    first = conn.compute.create_server(
+    # a multi-create answers with the first server only: the servers are listed by name below
+    conn.compute.create_server(
         name=req["name"], image_id=image.id, flavor_id=flavor.id, networks="none",
         availability_zone=f"nova:{req['host']}", metadata={"HA_Enabled": "True"},
         min_count=req["count"], max_count=req["count"])
-    del first  # a multi-create answers with the first server only: list them by name
 
     def active():
         # a multi-create names its servers NAME-1 … NAME-n (Nova's multi_instance_display_name_template)
@@ -285,11 +291,10 @@ def reserve(conn, req: dict) -> dict:
         conn.compute.disable_service(svc, disabled_reason="stackha: reserved host again")
         changes.append(f"disabled nova-compute on {host}")
     ha = conn.instance_ha
-    for seg in ha.segments():
-        for h in ha.hosts(seg.uuid):
-            if h.name == host and not h.reserved:
-                ha.update_host(h.uuid, seg.uuid, reserved=True)
-                changes.append(f"segment {seg.name}: {host} reserved again")
+    for seg, h in _host_entries(ha, host):
+        if not h.reserved:
+            ha.update_host(h.uuid, seg.uuid, reserved=True)
+            changes.append(f"segment {seg.name}: {host} reserved again")
     return {"changes": changes}
 
 

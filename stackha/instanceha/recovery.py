@@ -137,18 +137,18 @@ def engine_of(d, uuid: str):
     return None
 
 
-def orphaned_by(d, uuid: str, accepted_s_ago: float, found) -> str | None:
-    """Why notification ``uuid`` (``running``) has no live engine, or None while it has one.
-    ``found`` is :func:`engine_of`'s answer: that engine is dead when its host is off or the
-    host's masakari-engine daemon is another process (killed, maybe restarted since).  With no
-    readable log line ``ORPHAN_GRACE_S`` after the notification was accepted, the engine that took
-    it was on a masakari host that is off now."""
+def orphaned_by(d, accepted_s_ago: float, found) -> list[str]:
+    """The masakari hosts whose dead engine left a ``running`` notification orphaned; empty while
+    its engine lives.  ``found`` is :func:`engine_of`'s answer for it: that engine is dead when
+    its host is off or the host's masakari-engine daemon is another process (killed, maybe
+    restarted since).  With no readable log line ``ORPHAN_GRACE_S`` s after the notification was
+    accepted (``accepted_s_ago``), the engine that took it was on a masakari host that is off."""
     if found is not None:
         host, pid = found
         daemon = host.daemon(ENGINE_DAEMON) if host.is_on() else None
-        return None if daemon is not None and daemon.pid == pid else host.name
+        return [] if daemon is not None and daemon.pid == pid else [host.name]
     off = [u.host.name for u in masakari_app(d).units if not u.host.is_on()]
-    return ",".join(off) if off and accepted_s_ago > ORPHAN_GRACE_S else None
+    return off if accepted_s_ago > ORPHAN_GRACE_S else []
 
 
 #: Marks one orphaned notification failed through Masakari's own object layer (what the engine's
@@ -221,17 +221,17 @@ def follow_notification(d, failure: HostFailure, deadline_s: float = 600.0, inte
             return Followed(n["status"], chain, reruns)
         if n["status"] == "running":
             engine = engine or engine_of(d, uuid)
-            dead = orphaned_by(d, uuid, time.time() - posted_at, engine)
+            dead = orphaned_by(d, time.time() - posted_at, engine)
             if dead and len(reruns) < max_reruns:
                 app = masakari_app(d)
-                if any(u.host.is_on() for u in app.units if u.host.name in dead.split(",")):
+                if any(d.host(name).is_on() for name in dead):  # killed, not powered off: restart it
                     d.recover({app.name})
                 fail_orphaned(d, uuid)
                 window = duplicate_window_s(app)
                 out = _api(d, "host_down", host=failure.host, rerun_of=uuid, duplicate_interval_s=window,
                            timeout_s=window + 180)
                 posted_at = time.time()
-                reruns.append({"notification": out["notification"], "dead_engine": dead,
+                reruns.append({"notification": out["notification"], "dead_engine": ",".join(dead),
                                "after_s": round(time.time() - failure.started_at, 2),
                                "waited_duplicate_window_s": out.get("rerun_waited_s", 0.0)})
                 uuid, engine = out["notification"], None

@@ -1349,25 +1349,20 @@ SCENARIOS.update({s.name: s for s in (
 )})
 
 
-def _instance_ha_runner(kind: str) -> Callable[..., "RunReport"]:
-    from stackha.verify.instanceha import runner
+from stackha.verify.instanceha import runner as _instance_ha_runner  # noqa: E402  (imports this module lazily)
 
-    return runner(kind)
-
-
+_IH_NEEDS = ("masakari", "nova-compute")
 SCENARIOS.update({s.name: s for s in (
     Scenario("instance-ha-compute-poweroff", "power off a compute host running HA_Enabled servers: stackha fences, "
-             "forces down, notifies; Masakari evacuates", lambda d, p: None, 0.0, (), ("masakari", "nova-compute"),
+             "forces down, notifies; Masakari evacuates", lambda d, p: None, 0.0, (), _IH_NEEDS,
              runner=_instance_ha_runner("poweroff")),
     Scenario("instance-ha-compute-partition", "cut a compute host running HA_Enabled servers off the network (alive): "
-             "fenced before any evacuation", lambda d, p: None, 0.0, (), ("masakari", "nova-compute"),
+             "fenced before any evacuation", lambda d, p: None, 0.0, (), _IH_NEEDS,
              runner=_instance_ha_runner("partition")),
+    Scenario("instance-ha-engine-kill", "power off a compute host running HA_Enabled servers, then kill -9 the "
+             "masakari-engine running its notification: stackha restarts the engine and re-runs it",
+             lambda d, p: None, 0.0, (), _IH_NEEDS, runner=_instance_ha_runner("engine-kill")),
+    Scenario("instance-ha-controller-poweroff", "power off a compute host running HA_Enabled servers, then power off "
+             "the controller whose masakari-engine runs its notification: re-run on another engine",
+             lambda d, p: None, 0.0, (), _IH_NEEDS, runner=_instance_ha_runner("controller-poweroff")),
 )})
-SCENARIOS["instance-ha-engine-kill"] = Scenario(
-    "instance-ha-engine-kill", "power off a compute host running HA_Enabled servers, then kill -9 the "
-    "masakari-engine running its notification: stackha restarts the engine and re-runs it",
-    lambda d, p: None, 0.0, (), ("masakari", "nova-compute"), runner=_instance_ha_runner("engine-kill"))
-SCENARIOS["instance-ha-controller-poweroff"] = Scenario(
-    "instance-ha-controller-poweroff", "power off a compute host running HA_Enabled servers, then power off the "
-    "controller whose masakari-engine runs its notification: re-run on another engine",
-    lambda d, p: None, 0.0, (), ("masakari", "nova-compute"), runner=_instance_ha_runner("controller-poweroff"))

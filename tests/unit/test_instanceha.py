@@ -311,6 +311,10 @@ def test_follow_notification_re_runs_a_notification_whose_engine_died(monkeypatc
         units = [type("Unit", (), {"host": engine})]
 
     class D:
+        def host(self, name):
+            assert name == engine.name
+            return engine
+
         def recover(self, apps):
             recovered.append(apps)
             engine.running, engine.pid = True, 101  # a new process
@@ -383,9 +387,53 @@ def test_an_engine_restarted_since_or_on_a_host_that_is_off_is_dead(monkeypatch)
     a, b = H("m0", True, 5), H("m2", False, None)
     App = type("App", (), {"units": [type("U", (), {"host": a}), type("U", (), {"host": b})]})
     monkeypatch.setattr(recovery, "masakari_app", lambda d: App)
-    assert recovery.orphaned_by(None, "n", 3.0, (a, 5)) is None
-    assert recovery.orphaned_by(None, "n", 3.0, (a, 4)) == "m0"
-    assert recovery.orphaned_by(None, "n", 3.0, None) is None  # within the grace: may not have logged yet
-    assert recovery.orphaned_by(None, "n", recovery.ORPHAN_GRACE_S + 1, None) == "m2"
+    assert recovery.orphaned_by(None, 3.0, (a, 5)) == []
+    assert recovery.orphaned_by(None, 3.0, (a, 4)) == ["m0"]
+    assert recovery.orphaned_by(None, 3.0, None) == []  # within the grace: may not have logged yet
+    assert recovery.orphaned_by(None, recovery.ORPHAN_GRACE_S + 1, None) == ["m2"]
     b.on = True
-    assert recovery.orphaned_by(None, "n", recovery.ORPHAN_GRACE_S + 1, None) is None
+    assert recovery.orphaned_by(None, recovery.ORPHAN_GRACE_S + 1, None) == []
+
+
+def test_reserve_and_readmit_touch_only_the_named_hosts_entries():
+    from types import SimpleNamespace as NS
+
+    from stackha.instanceha import masakari_api as api
+
+    svc = NS(host="c2", binary="nova-compute", status="enabled", is_forced_down=True)
+    calls = []
+
+    class Nova:
+        def services(self, **q):
+            return [svc]
+
+        def disable_service(self, s, disabled_reason):
+            calls.append(("disable", s.host))
+
+        def enable_service(self, s):
+            calls.append(("enable", s.host))
+
+        def update_service_forced_down(self, s, forced):
+            calls.append(("forced_down", forced))
+
+    hosts = {"seg": [NS(name="c1", uuid="h1", reserved=False, on_maintenance=True),
+                     NS(name="c2", uuid="h2", reserved=False, on_maintenance=True)]}
+
+    class HA:
+        def segments(self):
+            return [NS(name="seg", uuid="seg")]
+
+        def hosts(self, seg):
+            return hosts[seg]
+
+        def update_host(self, uuid, seg, **kw):
+            calls.append(("update", uuid, kw))
+
+    conn = FakeConn(Nova())
+    conn.instance_ha = HA()
+    assert api.reserve(conn, {"host": "c2"})["changes"] == ["disabled nova-compute on c2", "segment seg: c2 reserved again"]
+    assert calls == [("disable", "c2"), ("update", "h2", {"reserved": True})]
+    calls.clear()
+    svc.status = "disabled"
+    api.readmit(conn, {"host": "c2"})
+    assert calls == [("forced_down", False), ("enable", "c2"), ("update", "h2", {"on_maintenance": False})]
