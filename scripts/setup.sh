@@ -66,6 +66,24 @@ if [ ${#missing[@]} -gt 0 ]; then
     done
 fi
 
+# pacemaker-remoted for compute hosts in the lab: Debian's pacemaker-remote Conflicts with pacemaker,
+# which the lab's controllers need from the same /usr, so its one binary is unpacked beside it
+# (it runs on pacemaker 2.1.5's libraries; LAB-NOTES "Masakari").  Real compute hosts install the
+# package itself.
+REMOTED_DIR=/opt/stackha/pacemaker-remote
+if [ ! -x "$REMOTED_DIR/usr/sbin/pacemaker-remoted" ]; then
+    echo "setup: unpacking pacemaker-remoted into $REMOTED_DIR"
+    tmp=$(mktemp -d)
+    chmod 755 "$tmp"  # apt's _apt user downloads into it
+    if (cd "$tmp" && apt-get download -qq pacemaker-remote) && mkdir -p "$REMOTED_DIR" \
+            && dpkg-deb -x "$tmp"/pacemaker-remote_*.deb "$REMOTED_DIR"; then
+        :
+    else
+        echo "setup: warning: could not unpack pacemaker-remote; lab compute hosts cannot join a Pacemaker cluster" >&2
+    fi
+    rm -rf "$tmp"
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

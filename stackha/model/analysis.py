@@ -359,9 +359,11 @@ def _vips(bundle: Bundle, add: Add) -> None:
             if app.kind == "hacluster" and not app.options.get("resources"):
                 for p in bundle.principals_of(name):
                     popts = bundle.applications[p].options
-                    if bundle.applications[p].kind == "pacemaker-remote" or \
+                    behind_lb = any(bundle.applications[o].kind == "haproxy" for o in bundle.related(p)
+                                    if o in bundle.applications)
+                    if bundle.applications[p].kind == "pacemaker-remote" or behind_lb or \
                             opts.vip_addresses({"vip": popts.get("vip")}) or opts.dns_ha(popts):
-                        continue
+                        continue  # behind_lb: clients reach it on the load balancer's VIP
                     add(Finding(severity="warning", code="hacluster-no-vip", path=f"applications.{name}",
                                 message=f"hacluster {name} runs beside {p}, which declares no vip "
                                 "(nor dns-ha / os-*-hostname): the Pacemaker cluster manages no "

@@ -99,6 +99,7 @@ import shlex
 import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from stackha.errors import InvalidInput
@@ -119,6 +120,7 @@ from stackha.services.base import (
 )
 
 KIND = "hacluster"
+REMOTE_KIND = "pacemaker-remote"
 COROSYNC_CONF = "/etc/corosync/corosync.conf"
 AUTHKEY = "/etc/corosync/authkey"
 AUTHKEY_SECRET = "corosync-authkey"
@@ -127,6 +129,7 @@ CONFIG_DIR = "/srv/pacemaker"
 BIN_DIR = f"{CONFIG_DIR}/bin"
 CIB_RESOURCES = f"{CONFIG_DIR}/cib-resources.xml"
 CIB_CONSTRAINTS = f"{CONFIG_DIR}/cib-constraints.xml"
+CIB_FENCING = f"{CONFIG_DIR}/cib-fencing-topology.xml"
 CIB_DIR = "/var/lib/pacemaker/cib"
 CIB_FILE = f"{CIB_DIR}/cib.xml"
 RUN_DIR = "/run/stackha-pcmk"
@@ -137,7 +140,20 @@ PACEMAKER_DAEMON = "pacemakerd"
 VIP_ID = "vip"
 PROXY_ID = "haproxy"
 PROPERTY_SET = "cib-bootstrap-options"
-PACEMAKER_ENV = {"PCMK_logfile": PACEMAKER_LOG, "PCMK_logfacility": "none", "PCMK_debug": "no"}
+#: The Pacemaker Remote key (TLS PSK between the cluster nodes and the pacemaker-remoted of the
+#: remote nodes): not /etc/pacemaker/authkey, which lab hosts share with the machine.
+REMOTE_AUTHKEY = f"{CONFIG_DIR}/authkey"
+REMOTE_AUTHKEY_SECRET = "pacemaker-remote-authkey"
+REMOTE_AUTHKEY_LENGTH = 256
+REMOTE_PORT = 3121
+PACEMAKER_ENV = {"PCMK_logfile": PACEMAKER_LOG, "PCMK_logfacility": "none", "PCMK_debug": "no",
+                 "PCMK_authkey_location": REMOTE_AUTHKEY}
+#: The second device of a remote node's fencing level: marks the node's nova-compute service
+#: forced down once the power fence succeeded (:mod:`stackha.instanceha.fence_nova`).
+FORCE_DOWN_ID = "nova-forcedown"
+FORCE_DOWN_USER = "stackha-fence"  # Keystone user of that device (admin in project service)
+NOVA_FENCE_CONF = f"{CONFIG_DIR}/nova-fence.json"
+NOVA_FENCE_AGENT = "fence_stackha_nova"
 FENCE_AGENTS = ("lab", "ipmilan", "redfish")
 STONITH_ACTIONS = ("off", "reboot")
 START_TIMEOUT_S = 60.0
@@ -169,7 +185,13 @@ class ClusterTimers:
     ``recheck_s`` (cluster-recheck-interval: when failure-timeouts are re-evaluated at the latest).
     Resources: ``vip_monitor_s``, ``daemon_monitor_s``, ``fence_monitor_s`` (monitor intervals),
     ``migration_threshold`` (failures on a node before a daemon leaves it), ``failure_timeout_s``
-    (when a failure is forgotten; None: never), ``stickiness``.
+    (when a failure is forgotten; None: never), ``stickiness``.  Pacemaker Remote connections
+    (``ocf:pacemaker:remote``): ``remote_monitor_s`` / ``remote_timeout_s`` — a powered-off remote
+    node sends no RST, so its loss is seen when a monitor times out: within ``remote_monitor_s +
+    remote_timeout_s``; ``remote_start_timeout_s``: a connection start to a host that is off retries
+    until this timeout, and the DC computes no new transition (no fencing) while it runs;
+    ``remote_reconnect_s`` (``reconnect_interval``: after the node was fenced, the cluster retries
+    the connection this often; 0: at once, then per failure handling).
     """
 
     token_ms: int
@@ -185,6 +207,10 @@ class ClusterTimers:
     migration_threshold: int | str
     failure_timeout_s: int | None
     stickiness: int = 100
+    remote_monitor_s: int = 60
+    remote_timeout_s: int = 30
+    remote_start_timeout_s: int = 60
+    remote_reconnect_s: int = 0
 
     def token_loss_ms(self, nodes: int) -> int:
         """Milliseconds without the token before corosync declares a node lost, for ``nodes`` nodes."""
@@ -212,15 +238,25 @@ class ClusterTimers:
 #: 1.2 × token; Pacemaker dc-deadtime 20 s, stonith-timeout 60 s, cluster-recheck-interval 15 min;
 #: the hacluster charm's monitor intervals (IPaddr2 10 s, services 5 s); migration-threshold
 #: INFINITY (the resource stays on a failing node), failures never expire.
+#:
+#: Pacemaker Remote connections: ``stackha`` monitors every 1 s with a 3 s timeout (the check runs
+#: inside pacemaker-controld over the open TLS connection: no fork), gives a connection start 5 s
+#: and retries a fenced node's connection every 60 s — on the lab, a 30 s start retrying a fenced
+#: (off) node every 10 s held the DC's transition for 15 s, and the fence of another node that failed
+#: meanwhile waited for it (power-off → fenced 20.6 s instead of 5.8 s); ``stackha recover`` cleans
+#: a recovered node's connection up so it reconnects at once.  ``stock``: a 60 s monitor (pcs'
+#: default interval) with the agent's 30 s timeout and 60 s start, reconnect_interval 0.
 TIMERS: dict[str, ClusterTimers] = {
     "stackha": ClusterTimers(token_ms=1000, token_coefficient_ms=0, consensus_ms=None, join_ms=50,
                              dc_deadtime_s=5, stonith_timeout_s=20, recheck_s=60, vip_monitor_s=2,
                              daemon_monitor_s=2, fence_monitor_s=60, migration_threshold=3,
-                             failure_timeout_s=60),
+                             failure_timeout_s=60, remote_monitor_s=1, remote_timeout_s=3,
+                             remote_start_timeout_s=5, remote_reconnect_s=60),
     "stock": ClusterTimers(token_ms=3000, token_coefficient_ms=650, consensus_ms=None, join_ms=50,
                            dc_deadtime_s=20, stonith_timeout_s=60, recheck_s=900, vip_monitor_s=10,
                            daemon_monitor_s=5, fence_monitor_s=60, migration_threshold="INFINITY",
-                           failure_timeout_s=None),
+                           failure_timeout_s=None, remote_monitor_s=60, remote_timeout_s=30,
+                           remote_reconnect_s=0),
 }
 
 
@@ -375,6 +411,20 @@ class Order:
     kind: str = "Mandatory"
 
 
+@dataclass(frozen=True)
+class FenceLevel:
+    """One ``fencing-level`` of the CIB's fencing topology: ``target`` node, ``index`` (1 first),
+    ``devices`` run in order — the level succeeds only when every one of them did."""
+
+    target: str
+    index: int
+    devices: tuple[str, ...]
+
+    @property
+    def id(self) -> str:
+        return f"fl-{self.target}-{self.index}"
+
+
 # --------------------------------------------------------------------------- crm_mon
 @dataclass
 class NodeState:
@@ -389,6 +439,7 @@ class NodeState:
     maintenance: bool = False
     is_dc: bool = False
     resources_running: int = 0
+    remote: bool = False  # a Pacemaker Remote node (crm_mon type="remote")
 
     @property
     def state(self) -> str:
@@ -495,7 +546,7 @@ def parse_crm_mon(text: str) -> ClusterView:
             name=n.get("name", ""), online=_b(n, "online"), unclean=_b(n, "unclean"),
             standby=_b(n, "standby"), pending=_b(n, "pending"), shutdown=_b(n, "shutdown"),
             maintenance=_b(n, "maintenance"), is_dc=_b(n, "is_dc"),
-            resources_running=int(n.get("resources_running", "0") or 0))
+            resources_running=int(n.get("resources_running", "0") or 0), remote=n.get("type") == "remote")
     resources = root.find("resources")
     if resources is not None:
         for r in resources.iter("resource"):
@@ -552,14 +603,36 @@ def principal(app: AppContext) -> AppContext | None:
     """The principal the hacluster application is attached to (the related non-hacluster app
     whose units share its hosts), or None."""
     hosts = {u.host.name for u in app.units}
-    for other in app.related.values():
-        if other.kind != KIND and {u.host.name for u in other.units} & hosts:
+    others = [o for o in app.related.values() if o.kind not in (KIND, REMOTE_KIND)]
+    for other in others:
+        if {u.host.name for u in other.units} & hosts:
             return other
-    return next((o for o in app.related.values() if o.kind != KIND), None)
+    return next(iter(others), None)
+
+
+@dataclass(frozen=True)
+class RemoteNode:
+    """A Pacemaker Remote node: a unit of a ``pacemaker-remote`` application related to this
+    cluster (seed 004's ``hacluster:pacemaker-remote`` relation, charm-pacemaker-remote's shape).
+    ``name``: the node name — its host's name, which Nova and Masakari use for the same machine
+    (masakari-hostmonitor reports ``socket.gethostname()``); ``address``: where its
+    pacemaker-remoted listens (port :data:`REMOTE_PORT`); ``unit``: the pacemaker-remote unit."""
+
+    name: str
+    address: str
+    unit: Unit
+
+
+def remote_nodes(app: AppContext) -> list[RemoteNode]:
+    """The remote nodes of the cluster, in application-name then unit order (pure)."""
+    out: list[RemoteNode] = []
+    for other in sorted(app.related_of_kind(REMOTE_KIND), key=lambda a: a.name):
+        out += [RemoteNode(node_name(u), str(u.address), u) for u in other.units]
+    return out
 
 
 def with_vip(app: AppContext) -> AppContext:
-    """``app`` with its VIP filled in from the principal's (``vip``/``vip_cidr``) when the engine
+    """``app`` with its VIP filled in from the principal's own option (``vip``/``vip_cidr``) when the engine
     gave it none (the engine shares a VIP only among VIP providers and load balancers).  Returns
     ``app`` itself when nothing is missing, else a shallow copy."""
     if app.vip is not None:
@@ -567,7 +640,9 @@ def with_vip(app: AppContext) -> AppContext:
     p = principal(app)
     if p is None:
         return app
-    vip = p.vip
+    # Only the principal's own ``vip``: a principal behind a load balancer is reached on the
+    # balancer's VIP, which keepalived (or another cluster) holds — not this cluster's to move.
+    vip = None
     raw = p.options.get("vip")
     if vip is None and raw:
         first = str(raw).split()[0]  # Juju's vip may list one address per network
@@ -651,7 +726,7 @@ def fence_devices(app: AppContext) -> list[FenceSpec]:
         raise InvalidInput(f"applications.{app.name}.options.fence_agent: {agent!r}; use one of {', '.join(FENCE_AGENTS)}")
     out = []
     bmcs = app.options.get("fence_bmc") or {}
-    for unit in app.units:
+    for unit in [*app.units, *(r.unit for r in remote_nodes(app))]:
         node = node_name(unit)
         fid = f"fence-{node}"
         if agent in (None, "lab"):
@@ -684,6 +759,51 @@ def fence_devices(app: AppContext) -> list[FenceSpec]:
                 params["ssl_insecure"] = "1"
         out.append(FenceSpec(fid, node, f"fence_{agent}", tuple(sorted(params.items()))))
     return out
+
+
+def force_down_device(app: AppContext) -> FenceSpec | None:
+    """The ``nova-forcedown`` device (agent ``fence_stackha_nova``, :mod:`stackha.instanceha.
+    fence_nova`) for a cluster with remote nodes, or None (no remote nodes, or option
+    ``force_down: false``).  Its ``pcmk_host_list`` is every remote node."""
+    remotes = remote_nodes(app)
+    if not remotes or app.options.get("force_down") is False:
+        return None
+    return FenceSpec(FORCE_DOWN_ID, "", NOVA_FENCE_AGENT, (("pcmk_host_list", " ".join(r.name for r in remotes)),))
+
+
+def fencing_levels(app: AppContext) -> list[FenceLevel]:
+    """Level 1 of each remote node when the force-down device exists: its power fence, then the
+    force-down — so Nova sees the host down only once it is off (seed 004: fence before evacuate)."""
+    if force_down_device(app) is None:
+        return []
+    return [FenceLevel(r.name, 1, (f"fence-{r.name}", FORCE_DOWN_ID)) for r in remote_nodes(app)]
+
+
+def force_down_identity(app: AppContext) -> tuple[AppContext, Any]:
+    """The identity provider (keystone application, operator) the force-down device
+    authenticates with: the principal's.  Raises InvalidInput when there is none."""
+    from stackha.services.base import provider
+
+    p = principal(app)
+    found = provider(p, "identity") if p is not None else None
+    if found is None:
+        raise InvalidInput(f"applications.{app.name}: its remote nodes' fence level forces nova-compute down through "
+                           f"Keystone: relate its principal to keystone, or set force_down: false")
+    return found
+
+
+def force_down_config(app: AppContext) -> str:
+    """The JSON credentials file of ``fence_stackha_nova`` (rendered 0600; pure: the password is
+    the one :meth:`IdentityProvider.ensure_service` gives user :data:`FORCE_DOWN_USER`)."""
+    import json
+
+    from stackha.services.openstack.operator import REGION
+
+    id_app, id_op = force_down_identity(app)
+    auth = {"auth_url": id_op.auth_url(id_app), "username": FORCE_DOWN_USER,
+            "password": id_app.secrets.get(f"service-{FORCE_DOWN_USER}"), "project_name": "service",
+            "user_domain_name": "Default", "project_domain_name": "Default"}
+    return json.dumps({"auth": auth, "region": REGION}, indent=1) + "\n"
 
 
 def properties(app: AppContext) -> list[tuple[str, str]]:
@@ -757,6 +877,12 @@ class HAClusterOperator(BaseOperator):
         daemons = daemon_resources(app)
         fences = fence_devices(app)
         cols, orders = constraints(app, daemons)
+        remotes = remote_nodes(app)
+        force_down = force_down_device(app)
+        # Nothing but the remote connections and fence devices may run on a cluster node: the VIP
+        # and the daemons avoid the remote nodes (a compute host is not a controller).
+        placed = ([VIP_ID] if app.vip is not None else []) + [d.placed_id for d in daemons]
+        avoid = [(rid, r.name) for rid in placed for r in remotes]
         vip = None
         if app.vip is not None:
             nics = {u.host.vip_interface for u in app.units}
@@ -776,9 +902,22 @@ class HAClusterOperator(BaseOperator):
                 "migration_threshold": d.migration_threshold if d.migration_threshold is not None else t.migration_threshold,
                 "failure_timeout_s": d.failure_timeout_s if d.failure_timeout_s is not None else t.failure_timeout_s,
             })
-        resources_xml = render_template("pacemaker/cib-resources.xml.j2", t=t, fences=fences, vip=vip, daemons=dview)
+        resources_xml = render_template("pacemaker/cib-resources.xml.j2", t=t,
+                                        fences=fences + ([force_down] if force_down else []), vip=vip,
+                                        daemons=dview, remotes=remotes, remote_port=REMOTE_PORT)
         constraints_xml = render_template("pacemaker/cib-constraints.xml.j2", fences=fences, colocations=cols,
-                                          orders=orders)
+                                          orders=orders, avoid=avoid)
+        fencing_xml = render_template("pacemaker/cib-fencing-topology.xml.j2", levels=fencing_levels(app))
+        remote_files: dict[str, RenderedFile] = {}
+        if remotes:
+            remote_files[REMOTE_AUTHKEY] = RenderedFile(
+                app.secrets.get(REMOTE_AUTHKEY_SECRET, length=REMOTE_AUTHKEY_LENGTH), mode=0o640, group="haclient")
+        if force_down is not None:
+            from stackha.instanceha import fence_nova
+
+            remote_files[NOVA_FENCE_CONF] = RenderedFile(force_down_config(app), mode=0o600)
+            remote_files[f"/usr/sbin/{NOVA_FENCE_AGENT}"] = RenderedFile(
+                Path(fence_nova.__file__).read_text(), mode=0o755)
         proxy_files: dict[str, dict[str, RenderedFile]] = {}
         proxy = _proxy_context(app)
         if proxy is not None:
@@ -794,6 +933,8 @@ class HAClusterOperator(BaseOperator):
                 AUTHKEY: RenderedFile(authkey, mode=0o400),
                 CIB_RESOURCES: RenderedFile(resources_xml, mode=0o600),
                 CIB_CONSTRAINTS: RenderedFile(constraints_xml),
+                CIB_FENCING: RenderedFile(fencing_xml),
+                **remote_files,
             }
             for d in daemons:
                 files[d.binfile] = RenderedFile(render_template(
@@ -908,6 +1049,9 @@ class HAClusterOperator(BaseOperator):
                    f"{app.name}: nodes {', '.join(names)} not all online", up[0], PACEMAKER_DAEMON)
         leader = self._cib_unit(app, up)
         before = self._best_view(app)
+        if force_down_device(app) is not None:  # its Keystone user, before the device may run
+            id_app, id_op = force_down_identity(app)
+            changes += id_op.ensure_service(id_app, FORCE_DOWN_USER, [])[1]
         if self._apply_cib(app, leader, rendered[leader.name]):
             changes.append(f"{leader.name}: cluster configuration applied (cibadmin --patch)")
         self._wait(lambda: self._settled(app), SETTLE_TIMEOUT_S,
@@ -990,12 +1134,15 @@ class HAClusterOperator(BaseOperator):
         cfg = new.find("configuration")
         if cfg is None:
             raise ValueError("CIB without <configuration>")
-        for tag, path in (("resources", CIB_RESOURCES), ("constraints", CIB_CONSTRAINTS)):
+        for tag, path in (("resources", CIB_RESOURCES), ("constraints", CIB_CONSTRAINTS),
+                          ("fencing-topology", CIB_FENCING)):
             old = cfg.find(tag)
             idx = list(cfg).index(old) if old is not None else len(cfg)
             if old is not None:
                 cfg.remove(old)
-            cfg.insert(idx, ET.fromstring(files[path].content))
+            wanted = ET.fromstring(files[path].content)
+            if tag != "fencing-topology" or len(wanted):  # no levels: no section
+                cfg.insert(idx, wanted)
         crm = cfg.find("crm_config")
         if crm is None:
             crm = ET.Element("crm_config")
@@ -1043,6 +1190,14 @@ class HAClusterOperator(BaseOperator):
     def _stopped_resources(self, app: AppContext, view: ClusterView) -> list[str]:
         """Resources that should run and run nowhere (the VIP and the daemons; fence devices too)."""
         wanted = [f.id for f in fence_devices(app)]
+        if force_down_device(app) is not None:
+            wanted.append(FORCE_DOWN_ID)
+        for r in remote_nodes(app):
+            try:
+                if r.unit.host.is_on():
+                    wanted.append(r.name)
+            except HostError:
+                pass
         if app.vip is not None:
             wanted.append(VIP_ID)
         wanted += [d.id for d in daemon_resources(app)]

@@ -88,6 +88,9 @@ BIN = "/srv/masakari/bin"
 FIX = f"{BIN}/masakari_context_fix.py"
 AUTH_CACHE = f"{BIN}/masakari_nova_auth_cache.py"
 ENGINE_BIN = f"{BIN}/masakari-engine"
+HOST_DOWN_TASK = "stackha_confirm_host_down_task"
+TASKS_MODULE = f"{BIN}/stackha_masakari_tasks.py"
+TASKS_DIST = f"{BIN}/stackha_masakari_tasks-1.0.dist-info"
 WSGI_BIN = f"{BIN}/masakari-wsgi"
 
 SYNC_CONF = "/etc/masakari/db-sync.conf"
@@ -128,6 +131,29 @@ ENGINE = {
 }
 
 
+#: Host-failure flows (``[taskflow_driver_recovery_flows]``) per tuning: stock keeps Masakari's;
+#: stackha confirms the host is down *before* the service is disabled (module docstring).
+FLOWS = {
+    "stock": None,
+    "stackha": {
+        "host_auto_failure_recovery_tasks": {"pre": [HOST_DOWN_TASK, "disable_compute_service_task"],
+                                             "main": ["prepare_HA_enabled_instances_task"],
+                                             "post": ["evacuate_instances_task"]},
+        "host_rh_failure_recovery_tasks": {"pre": [HOST_DOWN_TASK, "disable_compute_service_task"],
+                                           "main": ["prepare_HA_enabled_instances_task", "evacuate_instances_task"],
+                                           "post": []},
+    },
+}
+#: How long the host-down task waits for the fence level's force-down (s), and its poll (s).
+HOST_DOWN_WAIT_S = 60
+HOST_DOWN_POLL_S = 0.5
+
+
+def flow_option(flow: dict[str, list[str]]) -> str:
+    """An oslo.config Dict-of-List value: ``pre:['a', 'b'],main:[…],post:[]``."""
+    return ",".join(f"{k}:[{', '.join(repr(t) for t in v)}]" for k, v in flow.items())
+
+
 #: Whether masakari-engine shares one Keystone token across its Nova calls (the module docstring,
 #: "Nova auth cache"); stock: a new token per call, as Masakari 14.0.2 ships.
 NOVA_AUTH_CACHE = {"stock": False, "stackha": True}
@@ -149,7 +175,9 @@ class MasakariOperator(OpenStackServiceOperator):
     def values(self, app: AppContext) -> dict[str, Any]:
         v = super().values(app)
         evacuate_all = app.options.get("evacuate-all-instances", True)
+        flows = select_tuning(FLOWS, app.tuning) or {}
         return {**v, "port": PORT, "engine": select_tuning(ENGINE, app.tuning),
+                "flows": {k: flow_option(f) for k, f in flows.items()},
                 "coordination_url": coordination_url(v["db"]["masakari"]),
                 "evacuate_all_instances": "true" if evacuate_all is not False else "false"}
 
@@ -162,11 +190,20 @@ class MasakariOperator(OpenStackServiceOperator):
                  WSGI_BIN: RenderedFile(render_template("masakari/masakari-wsgi.py.j2", **kw), mode=0o644)}
         if cache:
             files[AUTH_CACHE] = RenderedFile(render_template("masakari/nova_auth_cache.py.j2"), mode=0o644)
+        if select_tuning(FLOWS, app.tuning):
+            files[TASKS_MODULE] = RenderedFile(render_template(
+                "masakari/host_down_task.py.j2", task_name=HOST_DOWN_TASK, wait_s=HOST_DOWN_WAIT_S,
+                poll_s=HOST_DOWN_POLL_S), mode=0o644)
+            files[f"{TASKS_DIST}/METADATA"] = RenderedFile(
+                "Metadata-Version: 2.1\nName: stackha-masakari-tasks\nVersion: 1.0\n", mode=0o644)
+            files[f"{TASKS_DIST}/entry_points.txt"] = RenderedFile(
+                f"[masakari.task_flow.tasks]\n{HOST_DOWN_TASK} = stackha_masakari_tasks:ConfirmHostDownTask\n", mode=0o644)
         return files
 
     def restart_paths(self) -> set[str]:
         """The config, the uwsgi ini and the wrappers: a change restarts the daemons."""
-        return super().restart_paths() | {FIX, AUTH_CACHE, ENGINE_BIN, WSGI_BIN}
+        return super().restart_paths() | {FIX, AUTH_CACHE, ENGINE_BIN, WSGI_BIN, TASKS_MODULE,
+                                          f"{TASKS_DIST}/entry_points.txt"}
 
     def prepare(self, app: AppContext, leader) -> list[str]:
         for unit in app.units:

@@ -1,0 +1,155 @@
+"""masakari-hostmonitor on compute hosts: the ``masakari-monitors`` subordinate (seed 004).
+
+Seed 004 relates ``nova-compute:juju-info`` ↔ ``masakari-monitors:container`` and
+``keystone:identity-credentials`` ↔ ``masakari-monitors``.  Each compute host runs Debian's
+``masakari-hostmonitor`` (masakari-monitors 14.0.0), which every ``monitoring_interval`` reads
+the Pacemaker cluster's view from its own host — a Pacemaker Remote node
+(:mod:`stackha.services.pacemaker_remote`): ``crm_mon -X`` through pacemaker-remoted's proxy —
+and posts a ``COMPUTE_HOST`` notification (event STOPPED) to masakari-api for every *other*
+remote node it sees go offline (``pacemaker_node_type = remote``, ``restrict_to_remotes = True``;
+LAB-NOTES "Masakari").  Every surviving compute host posts one; Masakari keeps the first and
+answers 409 to the others, which stop.
+
+Settings, and why (the hostmonitor's own code, masakarimonitors/hostmonitor/host_handler):
+
+- ``disable_ipmi_check = True``: without it the monitor reports ``host_status`` NORMAL only when
+  ``ipmitool power status`` of an ``external/ipmi`` stonith primitive says off, and UNKNOWN —
+  which the engine ignores — otherwise.  stackha's fence devices are ``fence_*`` agents in a
+  fencing level (power, then Nova force-down), so the monitor cannot ask them.
+- The monitor reports a node once crm_mon shows it offline, which can be *before* the fence has
+  finished (an UNCLEAN node is offline too).  The order "fence, then evacuate" is kept by Nova and
+  by the engine, not by the monitor: the force-down device runs only after the power fence
+  succeeded, Nova refuses to evacuate from a host whose service is not down, and stackha's
+  engine flow waits for that (:mod:`stackha.services.openstack.masakari`).
+- Credentials: Keystone user ``masakari-monitors`` (admin in project ``service``, made by the
+  identity provider at apply), its password from the keystone application's secret store.
+- The monitor runs as root in the host, so privsep's helper runs without sudo.
+
+Timers (``app.tuning``):
+
+=========================== ======= ======= ============================================
+option                      stock   stackha why
+=========================== ======= ======= ============================================
+``monitoring_interval``     60      2       seconds between two crm_mon reads; one read
+                                            costs ≈ 30 ms on the host
+``api_retry_interval``      10      1       a notification that failed (masakari-api
+``api_retry_max``           12      60      unreachable) is retried this often, this many
+                                            times
+``monitoring_samples``      1       1       equal reads before a change is believed
+=========================== ======= ======= ============================================
+
+masakari-processmonitor and -instancemonitor are not run: the lab's compute hosts use Nova's fake
+driver (no libvirt for the instance monitor to watch), and a process restart must go through the
+host's daemon supervisor (stackha's ``recover`` restarts nova-compute) — see the README.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stackha.errors import InvalidInput
+from stackha.hosts.base import HostDown, HostError
+from stackha.services.base import (
+    AppContext,
+    AppStatus,
+    BaseOperator,
+    RenderedFile,
+    Unit,
+    UnitStatus,
+    WorkloadState,
+    install_files,
+    log_tail,
+    provider,
+    render_template,
+    select_tuning,
+)
+
+KIND = "masakari-monitors"
+USER = "masakari-monitors"
+CONF = "/etc/masakarimonitors/masakarimonitors.conf"
+LOG_DIR = "/var/log/masakari"
+HOSTMONITOR = "masakari-hostmonitor"
+
+#: ``[host]`` timers per tuning (module docstring).
+TIMERS = {
+    "stock": {"monitoring_interval": 60, "monitoring_samples": 1, "api_retry_max": 12, "api_retry_interval": 10},
+    "stackha": {"monitoring_interval": 2, "monitoring_samples": 1, "api_retry_max": 60, "api_retry_interval": 1},
+}
+
+
+class MasakariMonitorsOperator(BaseOperator):
+    """Operator of kind ``masakari-monitors`` (see the module docstring).  No options."""
+
+    kind = KIND
+
+    def identity(self, app: AppContext) -> tuple[AppContext, Any]:
+        """The related identity provider; InvalidInput naming the missing relation."""
+        found = provider(app, "identity")
+        if found is None:
+            raise InvalidInput(f"applications.{app.name}: masakari-monitors posts notifications as a Keystone user: "
+                               f"add `- [keystone:identity-credentials, {app.name}:identity-credentials]`")
+        return found
+
+    def render(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]:
+        """``{unit: {CONF: file (0600)}}``.  Pure."""
+        from stackha.services.openstack.operator import REGION
+
+        id_app, id_op = self.identity(app)
+        auth = {"auth_url": id_op.auth_url(id_app), "username": USER,
+                "password": id_app.secrets.get(f"service-{USER}"), "project_name": "service",
+                "user_domain_name": "Default", "project_domain_name": "Default", "region": REGION}
+        timers = select_tuning(TIMERS, app.tuning)
+        return {u.name: {CONF: RenderedFile(render_template(
+            "masakari_monitors/masakarimonitors.conf.j2", unit=u.name, log_dir=LOG_DIR, auth=auth, timers=timers,
+            tuning=app.tuning, conf=CONF), mode=0o600)} for u in app.units}
+
+    def _converge(self, app: AppContext, units: list[Unit]) -> list[str]:
+        rendered = self.render(app)
+        changes: list[str] = []
+        for unit in units:
+            host = unit.host
+            host.run(["mkdir", "-p", LOG_DIR], check=True)
+            changed = install_files(host, rendered[unit.name])
+            changes += [f"{unit.name}: {p}" for p in changed]
+            if changed and host.daemon(HOSTMONITOR) is not None:
+                host.stop(HOSTMONITOR)
+            if host.daemon(HOSTMONITOR) is None:
+                host.spawn(HOSTMONITOR, ["/usr/bin/masakari-hostmonitor", f"--config-file={CONF}"])
+                changes.append(f"{unit.name}: started masakari-hostmonitor on {host.name}")
+        return changes
+
+    def apply(self, app: AppContext) -> list[str]:
+        """The Keystone user, the config and a running masakari-hostmonitor on every unit
+        (idempotent).  Units on powered-off hosts are skipped, then :class:`HostDown` names them."""
+        id_app, id_op = self.identity(app)
+        changes = list(id_op.ensure_service(id_app, USER, [])[1])
+        up = [u for u in app.units if u.host.is_on()]
+        changes += self._converge(app, up)
+        down = [u for u in app.units if u not in up]
+        if down:
+            raise HostDown(f"{app.name}: cannot apply on powered-off host(s): "
+                           f"{', '.join(f'{u.name} ({u.host.name})' for u in down)}")
+        return changes
+
+    def recover(self, app: AppContext) -> list[str]:
+        """masakari-hostmonitor again on hosts that are on."""
+        return self._converge(app, [u for u in app.units if u.host.is_on()])
+
+    def observe(self, app: AppContext) -> AppStatus:
+        """Per unit: ``error`` host off, ``blocked`` the monitor is not running, else ``active``
+        with the last line of its log."""
+        units = []
+        for u in app.units:
+            try:
+                if not u.host.is_on():
+                    units.append(UnitStatus(u.name, WorkloadState.ERROR, f"host {u.host.name} is powered off"))
+                elif u.host.daemon(HOSTMONITOR) is None:
+                    units.append(UnitStatus(u.name, WorkloadState.BLOCKED,
+                                            f"masakari-hostmonitor is not running: {log_tail(u.host, HOSTMONITOR, 2)}"))
+                else:
+                    units.append(UnitStatus(u.name, WorkloadState.ACTIVE, "masakari-hostmonitor running"))
+            except HostDown:
+                units.append(UnitStatus(u.name, WorkloadState.ERROR, f"host {u.host.name} is powered off"))
+            except HostError as exc:
+                units.append(UnitStatus(u.name, WorkloadState.UNKNOWN, f"cannot observe: {exc}"))
+        return AppStatus(app=app.name, units=units, facts={})
