@@ -1,14 +1,17 @@
 """``stackha demo``: the main job.
 
-Deploys examples/lab-cloud.yaml with the instance HA overlay examples/lab-instance-ha.yaml on a
-lab (3 controllers with Galera, RabbitMQ, Keystone, Glance, Placement, Nova, Neutron, Swift proxy
-and Masakari; 2 load balancers with HAProxy and a keepalived VIP; 3 Swift storage zones; 3 compute
-hosts in one failover segment, one of them reserved), uses it with the real OpenStack client from
-the lab's client host, then proves the HA claims one fault at a time — the Galera writer's
-controller powered off, the load balancer holding the VIP powered off, then a compute host running
-HA_Enabled servers powered off, which stackha fences, forces down in Nova and reports to Masakari,
-whose engine evacuates every server to the reserved host — and tears everything down (``--keep``
-leaves the cloud running).  Each step says what it proves and how long it took.
+Deploys examples/lab-cloud.yaml with the instance HA overlays examples/lab-instance-ha.yaml and
+examples/lab-instance-ha-monitors.yaml on a lab (3 controllers with Galera, RabbitMQ, Keystone,
+Glance, Placement, Nova, Neutron, Swift proxy, Masakari and a Pacemaker cluster; 2 load balancers
+with HAProxy and a keepalived VIP; 3 Swift storage zones; 3 compute hosts — Pacemaker Remote nodes
+with masakari-hostmonitor — in one failover segment, one of them reserved), uses it with the real
+OpenStack client from the lab's client host, then proves the HA claims one fault at a time — the
+Galera writer's controller powered off, the load balancer holding the VIP powered off, then a
+compute host running HA_Enabled servers powered off and nobody told: Pacemaker fences it (power,
+then Nova force-down), a host monitor notifies Masakari, whose engine evacuates every server to
+the reserved host — and tears everything down (``--keep`` leaves the cloud running).  Each step
+says what it proves and how long it took.  Without the monitors overlay, stackha itself fences,
+forces down and notifies (``stackha instance-ha host-down``'s path).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ console = Console() if sys.stdout.isatty() else Console(width=160)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 EXAMPLE = EXAMPLES / "lab-cloud.yaml"
 INSTANCE_HA = EXAMPLES / "lab-instance-ha.yaml"
+MONITORS = EXAMPLES / "lab-instance-ha-monitors.yaml"
 #: HA_Enabled servers booted on the compute host the demo powers off.
 HA_SERVERS = 6
 
@@ -134,14 +138,39 @@ def _instance_ha(d, t) -> None:
     console.print(f"$ openstack segment list  (rc {res.rc}, {res.duration_s:.2f} s)\n{res.stdout.rstrip() or res.stderr.rstrip()}")
     ids = recovery.boot_ha_servers(d, victim, HA_SERVERS, "demo-ha")
     _servers_table(d, ids, f"{HA_SERVERS} servers with HA_Enabled=True, booted on {victim}")
-    fail = recovery.host_failed(d, victim)
-    console.print(f"powered off [bold]{victim}[/] — the fence — in {fail.fenced_s * 1000:.0f} ms; its nova-compute "
-                  f"forced down in Nova at {fail.forced_down_s:.1f} s; Masakari notification {fail.notification} "
-                  f"(COMPUTE_HOST, STOPPED) accepted at {fail.notified_s:.1f} s")
+    if recovery.monitored(d, victim):
+        # Nobody tells anyone: Pacemaker loses the remote node, fences it (power, then Nova
+        # force-down), a masakari-hostmonitor on another compute host notifies Masakari.
+        fail = recovery.HostFailure(host=victim, fenced_s=None, forced_down_s=None, notified_s=None,
+                                    notification=None, started_at=time.time())
+        d.host(victim).power_off()
+        console.print(f"powered off [bold]{victim}[/]; stackha tells nobody — the cluster and the host monitors "
+                      f"must find it")
+    else:
+        fail = recovery.host_failed(d, victim)
+        console.print(f"powered off [bold]{victim}[/] — the fence — in {fail.fenced_s * 1000:.0f} ms; its nova-compute "
+                      f"forced down in Nova at {fail.forced_down_s:.1f} s; Masakari notification {fail.notification} "
+                      f"(COMPUTE_HOST, STOPPED) accepted at {fail.notified_s:.1f} s")
     ev = recovery.wait_evacuated(d, fail, ids, deadline_s=300)
     if ev.done_s is None:
         raise UserError(f"{len(ev.active_s)} of {len(ids)} servers ACTIVE on another host after 300 s: "
                         f"{ev.where}")
+    if fail.notification is None:
+        det = recovery.detection(d, victim, fail.started_at)
+        if not det.notifications:
+            raise UserError(f"the servers moved, but Masakari has no notification for {victim}")
+        fail.notification = det.notifications[0]["uuid"]
+        starts = sorted(t for ts in recovery.evacuation_starts(d, ids).values() for t in ts)
+
+        def rel(t: float | None) -> str:
+            return "no evidence" if t is None else f"{t - fail.started_at:.1f} s"
+
+        console.print(f"Pacemaker fenced it: the lab's power fence at {rel(det.power_off_at)}, then "
+                      f"fence_stackha_nova forced its nova-compute down at {rel(det.forced_down_at)} (fence level "
+                      f"complete at {rel(det.fence_completed_at)}, whole seconds); a masakari-hostmonitor's "
+                      f"notification {fail.notification} {det.notifications[0]['payload']} at "
+                      f"{rel(det.notifications[0]['created_at'])}; Nova's first evacuation at "
+                      f"{rel(starts[0] if starts else None)} (whole seconds) — after the force-down, so after the fence")
     note = recovery.wait_notification(d, fail.notification, 120)
     console.print(f"every one of the {len(ids)} servers ACTIVE on another host [bold]{ev.done_s:.1f} s[/] after "
                   f"the power-off (first at {min(ev.active_s.values()):.1f} s); notification {note['status']}")
@@ -160,7 +189,8 @@ def demo(
     prefix: str = typer.Option("demo", "--prefix", help="Lab prefix for the demo cloud."),
     bundle: Path = typer.Option(EXAMPLE, "--bundle", help="The bundle to deploy."),
     overlay: list[Path] = typer.Option(None, "--overlay", help="Overlay bundles (repeatable; default with the "
-                                       "default bundle: examples/lab-instance-ha.yaml)."),
+                                       "default bundle: examples/lab-instance-ha.yaml and "
+                                       "lab-instance-ha-monitors.yaml)."),
     keep: bool = typer.Option(False, "--keep", help="Leave the cloud running at the end."),
 ) -> None:
     """The main job: deploy the example HA cloud on a lab, use it, break it, show it survives."""
@@ -169,7 +199,7 @@ def demo(
     from stackha.hosts.lab import require_root
 
     require_root()
-    overlays = list(overlay or ([INSTANCE_HA] if bundle == EXAMPLE else []))
+    overlays = list(overlay or ([INSTANCE_HA, MONITORS] if bundle == EXAMPLE else []))
     phases = Phases()
     failed = False
     d = None
@@ -218,8 +248,9 @@ def demo(
                 t.result = f"{victim} off; token ok at attempt {attempts}, {waited:.1f} s"
         if any(c.kind == "masakari" for c in d.contexts().values()):
             with phases.step("6. power off a compute host running HA servers",
-                             "stackha fences it and forces it down in Nova, Masakari evacuates every HA_Enabled "
-                             "server to the reserved host — still with a controller and a load balancer off") as t:
+                             "Pacemaker fences it and forces it down in Nova, a host monitor tells Masakari, which "
+                             "evacuates every HA_Enabled server to the reserved host — still with a controller and a "
+                             "load balancer off") as t:
                 _instance_ha(d, t)
         with phases.step("7. status after the faults", "stackha status shows what is down and what serves"):
             status(lab=prefix, fmt="table")

@@ -163,6 +163,21 @@ def notification(conn, req: dict) -> dict:
     return {"status": n.status, "type": n.type, "hostname": n.hostname, "payload": n.payload}
 
 
+def host_notifications(conn, req: dict) -> list:
+    """COMPUTE_HOST notifications for ``host`` created at or after ``since`` (s since the epoch),
+    oldest first: uuid, status, payload, created_at (s since the epoch)."""
+    out = []
+    uuids = {h.uuid for _, h in _host_entries(conn.instance_ha, req["host"])}
+    for n in conn.instance_ha.notifications(type="COMPUTE_HOST"):
+        if n.source_host_uuid not in uuids:
+            continue
+        created = datetime.datetime.fromisoformat(str(n.created_at).replace("Z", "")).replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+        if created >= req["since"] - 1:  # Masakari stores whole seconds
+            out.append({"uuid": n.notification_uuid, "status": n.status, "payload": n.payload, "created_at": created})
+    return sorted(out, key=lambda x: x["created_at"])
+
+
 def readmit(conn, req: dict) -> dict:
     changes: list[str] = []
     host = req["host"]
@@ -300,7 +315,8 @@ def reserve(conn, req: dict) -> dict:
 
 ACTIONS = {"ensure_segments": ensure_segments, "segments": segments, "host_down": host_down,
            "notification": notification, "readmit": readmit, "boot": boot, "wait_evacuated": wait_evacuated,
-           "delete_servers": delete_servers, "evacuations": evacuations, "reserve": reserve}
+           "delete_servers": delete_servers, "evacuations": evacuations, "reserve": reserve,
+           "host_notifications": host_notifications}
 
 
 def main() -> int:

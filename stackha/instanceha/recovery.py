@@ -16,14 +16,23 @@ in LAB-NOTES ("OpenStack services": force down first, then disable, then evacuat
    sends for a powered-off host): the engine disables the service, picks the target per the
    segment's recovery method and evacuates; with stackha's tuning it waits 0 s.
 
+That is the path when stackha is *told* a host failed (``stackha instance-ha host-down``, the
+verify scenarios).  With the compute hosts in a Pacemaker cluster (examples/lab-instance-ha-
+monitors.yaml) nobody has to tell: the cluster fences the host (level: power, then
+``fence_stackha_nova``'s force-down), masakari-hostmonitor on the other compute hosts notifies
+Masakari, and the engine waits until Nova reports the host down before it disables and evacuates.
+:func:`detection` gathers the evidence of that path (fence times, the notification).
+
 :func:`readmit` is the way back (seed 004): the compute service enabled, forced_down cleared,
 ``on_maintenance`` cleared on the host's Masakari entries.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from stackha.errors import UserError
@@ -246,15 +255,24 @@ def segments(d) -> list[dict]:
     return _api(d, "segments")
 
 
+#: Applications with a unit on a re-admitted host that are recovered first (their daemons started).
+READMIT_KINDS = ("nova-compute", "pacemaker-remote", "masakari-monitors")
+
+
 def readmit(d, name: str) -> list[str]:
     """Re-admit repaired compute host ``name`` (seed 004): in Nova its compute service enabled and
     forced_down cleared, in Masakari on_maintenance cleared.  The host must be on; its
-    nova-compute is started first when it is not running (:meth:`Deployment.recover`).  Returns
+    nova-compute, pacemaker-remoted and masakari-hostmonitor are started first when they are not
+    running, and its Pacemaker connection is cleaned up so the cluster reconnects at once
+    (:meth:`Deployment.recover` of those applications).  Returns
     what changed.  Raises :class:`UserError` when the host is off or unknown."""
     host = compute_host(d, name)
     if not host.is_on():
         raise UserError(f"{name} is powered off: power it on (and repair it) before re-admitting it")
-    apps = {c.name for c in d.contexts().values() if c.kind == "nova-compute" and any(u.host.name == name for u in c.units)}
+    ctxs = d.contexts().values()
+    apps = {c.name for c in ctxs if c.kind in READMIT_KINDS and any(u.host.name == name for u in c.units)}
+    # the cluster of a Pacemaker Remote node cleans its connection up: it reconnects at once
+    apps |= {h.name for c in ctxs if c.name in apps for h in c.related_of_kind("hacluster")}
     changes = [f"{app}: {c}" for app, cs in d.recover(apps).items() for c in cs]
     return changes + _api(d, "readmit", host=name)["changes"]
 
@@ -307,3 +325,74 @@ def reserve(d, name: str) -> list[str]:
     """Make compute host ``name`` a reserved host again: disabled in Nova, ``reserved`` in its
     Masakari segments.  Returns what changed."""
     return _api(d, "reserve", host=compute_host(d, name).name)["changes"]
+
+
+@dataclass
+class Detection:
+    """Evidence that the cloud found, fenced and reported failed compute host ``host`` by itself
+    (times in s since the epoch; None: no evidence).
+
+    ``fence_completed_at``: Pacemaker's fence history (action off, success) — whole seconds, as
+    crm_mon prints them; ``power_off_at``: the lab fence gateway's record of the power fence (ms;
+    None off the lab); ``forced_down_at``: ``fence_stackha_nova``'s log line (ms);
+    ``notifications``: Masakari's COMPUTE_HOST notifications for the host (masakari_api's
+    ``host_notifications`` shape), oldest first."""
+
+    host: str
+    fence_completed_at: float | None = None
+    power_off_at: float | None = None
+    forced_down_at: float | None = None
+    notifications: list[dict] = field(default_factory=list)
+
+
+def _iso(text: str) -> float:
+    """crm_mon's / the agent's UTC time text ("2026-12-08 04:06:29Z", ISO 8601) → s since the epoch."""
+    t = datetime.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace(" ", "T", 1))
+    return (t if t.tzinfo else t.replace(tzinfo=datetime.timezone.utc)).timestamp()
+
+
+def monitored(d, name: str) -> bool:
+    """Whether compute host ``name`` is a Pacemaker Remote node of a cluster with its force-down
+    level (it is fenced and reported without stackha: see the module docstring)."""
+    from stackha.services import pacemaker as pcmk
+
+    return any(c.kind == pcmk.KIND and pcmk.force_down_device(c) is not None
+               and any(r.name == name for r in pcmk.remote_nodes(c)) for c in d.contexts().values())
+
+
+def detection(d, name: str, since: float) -> Detection:
+    """What the cluster and Masakari did about compute host ``name`` since ``since`` (s since the
+    epoch): see :class:`Detection`.  Reads crm_mon and the force-down log on the powered-on
+    cluster nodes, the lab's fence history, and Masakari through the VIP."""
+    from stackha.services import pacemaker as pcmk
+
+    host = compute_host(d, name)
+    out = Detection(host=name)
+    for c in d.contexts().values():
+        if c.kind != pcmk.KIND or not any(r.name == name for r in pcmk.remote_nodes(c)):
+            continue
+        view = pcmk.HAClusterOperator()._best_view(c)
+        done = [_iso(e.completed) for e in (view.fence_history if view else [])
+                if e.target == name and e.action == "off" and e.status == "success" and e.completed]
+        out.fence_completed_at = min((t for t in done if t >= since - 1), default=None)
+        for u in c.units:
+            try:
+                raw = u.host.read_file(pcmk.NOVA_FENCE_LOG) if u.host.is_on() else None
+            except Exception:  # a node that is off or unreachable has nothing to tell
+                raw = None
+            for line in (raw or b"").decode(errors="replace").splitlines():
+                rec = json.loads(line)
+                t = _iso(rec["time"])
+                if rec["host"] == name and rec["action"] == "off" and rec["ok"] and t >= since:
+                    out.forced_down_at = min(out.forced_down_at or t, t)
+    lab = getattr(host, "lab", None)
+    if lab is not None:
+        from stackha.hosts import labfence
+
+        path = labfence.history_path(lab)
+        lines = path.read_text().splitlines() if path.exists() else []
+        offs = [r["t"] for r in map(json.loads, lines)
+                if r["target"] == host.name and r["action"] == "off" and r["t"] >= since and r["result"].startswith("ok")]
+        out.power_off_at = min(offs, default=None)
+    out.notifications = _api(d, "host_notifications", host=name, since=since)
+    return out

@@ -37,6 +37,21 @@ the machine), which asks the lab's fence gateway to power the host off exactly a
 ``username``, optional ``port``/``systems_uri``/``ssl_insecure``) and the secret
 ``bmc-password-<host>`` (put with the secret store; never in the bundle).
 
+**Remote nodes** (seed 004: ``hacluster:pacemaker-remote`` ↔ ``pacemaker-remote``): every unit of
+a related ``pacemaker-remote`` application (:mod:`stackha.services.pacemaker_remote`, on the
+compute hosts) gets a connection resource ``ocf:pacemaker:remote`` named after its host (server =
+its address, port 3121; monitor, start timeout and ``reconnect_interval`` per :data:`TIMERS`;
+stickiness, so connections are not rebalanced) and its own ``fence-<host>`` device.  The TLS key is
+:data:`REMOTE_AUTHKEY` (``PCMK_authkey_location``).  A remote node whose connection monitor fails
+is fenced by the cluster ("remote connection is unrecoverable").  With the force-down device
+(:func:`force_down_device`, option ``force_down``, default on) each remote node has a fencing
+level: ``fence-<host>`` then ``nova-forcedown`` (``fence_stackha_nova``, credentials of Keystone
+user :data:`FORCE_DOWN_USER` in a 0600 file, made through the principal's identity provider at
+apply) — so Nova sees the host down only once its power is off, and the fence is complete only
+when both ran.  The VIP and the daemons avoid remote nodes.  Measured on the lab
+(tests/lab/test_instance_ha_monitors_lab.py; 1 s monitor, 3 s timeout): power-off → connection
+lost 3.9 s → power fence ≈ 3.3–4 s → force-down done ≈ 0.4–0.7 s later.
+
 **Resources**:
 
 - the VIP: ``ocf:heartbeat:IPaddr2`` (id ``vip``) on ``interface`` (default: the hosts' VIP
@@ -153,6 +168,7 @@ PACEMAKER_ENV = {"PCMK_logfile": PACEMAKER_LOG, "PCMK_logfacility": "none", "PCM
 FORCE_DOWN_ID = "nova-forcedown"
 FORCE_DOWN_USER = "stackha-fence"  # Keystone user of that device (admin in project service)
 NOVA_FENCE_CONF = f"{CONFIG_DIR}/nova-fence.json"
+NOVA_FENCE_LOG = f"{CONFIG_DIR}/nova-fence.log"  # one JSON line per force-down: the evidence
 NOVA_FENCE_AGENT = "fence_stackha_nova"
 FENCE_AGENTS = ("lab", "ipmilan", "redfish")
 STONITH_ACTIONS = ("off", "reboot")
@@ -803,7 +819,7 @@ def force_down_config(app: AppContext) -> str:
     auth = {"auth_url": id_op.auth_url(id_app), "username": FORCE_DOWN_USER,
             "password": id_app.secrets.get(f"service-{FORCE_DOWN_USER}"), "project_name": "service",
             "user_domain_name": "Default", "project_domain_name": "Default"}
-    return json.dumps({"auth": auth, "region": REGION}, indent=1) + "\n"
+    return json.dumps({"auth": auth, "region": REGION, "log": NOVA_FENCE_LOG}, indent=1) + "\n"
 
 
 def properties(app: AppContext) -> list[tuple[str, str]]:

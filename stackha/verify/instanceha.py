@@ -24,9 +24,13 @@ time until every HA server is ACTIVE (no task) on another host (``all_active_s``
 computes run Nova's fake driver, so "running twice" cannot be observed directly; the order of
 fence and evacuation is what rules it out.
 
-stackha has no failure detector for compute hosts yet (masakari-hostmonitor on pacemaker-remote
-is not deployed), so the scenario tells stackha about the failure at once: the figures are
-fence → recovery, without detection.
+When the victim is a Pacemaker Remote node with the force-down level
+(examples/lab-instance-ha-monitors.yaml; :func:`stackha.instanceha.recovery.monitored`), nobody is
+told: the run only applies the fault, and reads from the cloud's records (:func:`detected`) when
+Pacemaker's power fence and force-down happened and when a masakari-hostmonitor's notification
+arrived — the figures then include detection, and the partition scenario proves that the
+cluster, not stackha, powered the cut-off host off before any evacuation.  Otherwise stackha is
+told at once (``host_failed``): the figures are fence → recovery, without detection.
 
 After each run the servers are deleted, the host is healed and powered on, re-admitted
 (:func:`~stackha.instanceha.recovery.readmit`), and a reserved host Masakari used is reserved
@@ -101,10 +105,15 @@ def runner(kind: str) -> Callable:
                     problems.append("the cut-off host's nova-compute was not running: nothing to fence")
             else:
                 rep.fault = f"power off {victim}"
-            fail = recovery.host_failed(d, victim)  # the fence: power off (also for a cut-off host)
+            if recovery.monitored(d, victim):  # nobody tells: the cluster fences, a host monitor notifies
+                facts["detected_by"] = "pacemaker + masakari-hostmonitor"
+                fail = detected(d, victim, t_fault)
+            else:
+                facts["detected_by"] = "told (stackha instance-ha host-down)"
+                fail = recovery.host_failed(d, victim)  # the fence: power off (also for a cut-off host)
             fence_done = fail.started_at + (fail.fenced_s or 0.0)
-            say(f"fenced in {fail.fenced_s * 1000:.0f} ms, forced down at {fail.forced_down_s:.1f} s, "
-                f"notification {fail.notification} at {fail.notified_s:.1f} s")
+            say(f"fenced at {fail.fenced_s:.2f} s, forced down at {fail.forced_down_s:.1f} s, "
+                f"notification {fail.notification} at {fail.notified_s:.1f} s (after the fault or the fence)")
             if kind in ("engine-kill", "controller-poweroff"):
                 facts.update(kill_engine(d, fail, t_fault, say, power_off=kind == "controller-poweroff"))
             with ThreadPoolExecutor(1) as pool:  # stackha follows (and re-runs) while Nova is polled
@@ -167,6 +176,32 @@ def runner(kind: str) -> Callable:
         return rep
 
     return run
+
+
+def detected(d, victim: str, t_fault: float, deadline_s: float = 90.0):
+    """Wait (polling every 1 s, up to ``deadline_s`` s) until the cluster has fenced ``victim``
+    (the lab's power fence and fence_stackha_nova's force-down recorded) and Masakari has a
+    notification for it; a :class:`~stackha.instanceha.recovery.HostFailure` with those times
+    counted from ``t_fault``.  Raises :class:`UserError` naming what is missing (no evidence)."""
+    from stackha.instanceha import recovery
+    from stackha.polling import WaitTimeout, wait_until
+
+    last: list = [None]
+
+    def seen():
+        last[0] = det = recovery.detection(d, victim, t_fault)
+        return det if det.notifications and det.forced_down_at and det.power_off_at else None
+
+    try:
+        det = wait_until(seen, deadline_s, 1.0, what=f"the cluster to fence {victim} and Masakari to be notified")
+    except WaitTimeout:
+        det = last[0]
+        raise UserError(f"no evidence within {deadline_s:.0f} s: power fence {det and det.power_off_at}, force-down "
+                        f"{det and det.forced_down_at}, notifications {det and len(det.notifications)}") from None
+    first = det.notifications[0]
+    return recovery.HostFailure(host=victim, fenced_s=det.power_off_at - t_fault,
+                                forced_down_s=det.forced_down_at - t_fault, notified_s=first["created_at"] - t_fault,
+                                notification=first["uuid"], started_at=t_fault)
 
 
 def kill_engine(d, fail, t_fault: float, say, deadline_s: float = 20.0, power_off: bool = False) -> dict:

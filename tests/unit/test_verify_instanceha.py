@@ -62,6 +62,7 @@ def lab(monkeypatch):
                                     notification="n", started_at=t0)
 
     monkeypatch.setattr(recovery, "host_failed", host_failed)
+    monkeypatch.setattr(recovery, "monitored", lambda d, n: state.get("monitored", False))
     monkeypatch.setattr(recovery, "wait_evacuated", lambda d, f, ids, deadline_s: recovery.Evacuation(
         done_s=5.0 if state["done"] else None, active_s={i: 5.0 for i in ids} if state["done"] else {},
         where={i: ["c2", "ACTIVE", None] for i in ids}))
@@ -105,6 +106,40 @@ def test_a_recovery_after_the_fence_is_ok_and_restores_the_segment(lab, tmp_path
     assert rep.expectations[0]["met"]
     assert lab["hosts"]["c1"].on and not lab["hosts"]["c1"].cut  # healed and powered on again
     assert ("reserve", {"host": "c2"}) in lab["api"]
+
+
+@pytest.mark.parametrize("kind", ["poweroff", "partition"])
+def test_a_monitored_host_is_only_faulted_and_the_cloud_records_are_the_evidence(lab, tmp_path, monkeypatch, kind):
+    """With the cluster and host monitors nobody is told: no host_failed; the fence, force-down and
+    notification times come from :func:`recovery.detection`."""
+    lab["monitored"] = True
+    monkeypatch.setattr(recovery, "host_failed", lambda *a, **k: pytest.fail("stackha was told"))
+    seen = []
+
+    def detection(d, name, since):
+        seen.append(name)
+        if len(seen) < 2:  # the cluster has not fenced yet
+            return recovery.Detection(host=name)
+        lab["fenced_at"] = since + 3.3
+        lab["hosts"][name].on = False
+        return recovery.Detection(host=name, fence_completed_at=since + 4.0, power_off_at=since + 3.3,
+                                  forced_down_at=since + 3.8, notifications=[{"uuid": "hm", "created_at": since + 4.5}])
+
+    monkeypatch.setattr(recovery, "detection", detection)
+    rep = run(kind, tmp_path)
+    assert rep.verdict == "ok", rep.error
+    facts = rep.extra["facts"]
+    assert facts["detected_by"].startswith("pacemaker") and facts["notification"] == "hm"
+    assert facts["fenced_s"] == pytest.approx(3.3, abs=0.01) and facts["forced_down_s"] == pytest.approx(3.8, abs=0.01)
+    assert len(seen) >= 2
+
+
+def test_a_monitored_host_nobody_fenced_is_no_evidence(lab, tmp_path, monkeypatch):
+    lab["monitored"] = True
+    monkeypatch.setattr(instanceha, "detected", lambda d, v, t, deadline_s=90.0: (_ for _ in ()).throw(
+        UserError("no evidence within 90 s: power fence None, force-down None, notifications 0")))
+    rep = run("partition", tmp_path)
+    assert rep.verdict == "problems" and "no evidence" in rep.error
 
 
 def test_an_evacuation_before_the_fence_fails_the_run(lab, tmp_path):
