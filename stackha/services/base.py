@@ -33,7 +33,7 @@ import secrets as _secrets
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import jinja2
 
@@ -241,6 +241,21 @@ def log_tail(host: Host, daemon: str, lines: int = 3) -> str:
     except HostError:
         return "no log"
     return " | ".join(data.decode(errors="replace").strip().splitlines()[-lines:]) or "no log"
+
+
+def apply_where_on(app: AppContext, converge: Callable[[list[Unit]], list[str]]) -> list[str]:
+    """``converge(units)`` on ``app``'s units whose host is on; then, when some host is off,
+    :class:`~stackha.hosts.base.HostDown` naming those units.  Returns what ``converge`` changed
+    (for per-host daemons whose apply is "the same on every host that is on")."""
+    from stackha.hosts.base import HostDown
+
+    up = [u for u in app.units if u.host.is_on()]
+    changes = converge(up)
+    down = [u for u in app.units if u not in up]
+    if down:
+        raise HostDown(f"{app.name}: cannot apply on powered-off host(s): "
+                       f"{', '.join(f'{u.name} ({u.host.name})' for u in down)}")
+    return changes
 
 
 def install_files(host: Host, files: dict[str, RenderedFile]) -> list[str]:

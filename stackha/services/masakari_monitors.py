@@ -57,6 +57,7 @@ from stackha.services.base import (
     Unit,
     UnitStatus,
     WorkloadState,
+    apply_where_on,
     install_files,
     log_tail,
     provider,
@@ -123,13 +124,7 @@ class MasakariMonitorsOperator(BaseOperator):
         (idempotent).  Units on powered-off hosts are skipped, then :class:`HostDown` names them."""
         id_app, id_op = self.identity(app)
         changes = list(id_op.ensure_service(id_app, USER, [])[1])
-        up = [u for u in app.units if u.host.is_on()]
-        changes += self._converge(app, up)
-        down = [u for u in app.units if u not in up]
-        if down:
-            raise HostDown(f"{app.name}: cannot apply on powered-off host(s): "
-                           f"{', '.join(f'{u.name} ({u.host.name})' for u in down)}")
-        return changes
+        return changes + apply_where_on(app, lambda up: self._converge(app, up))
 
     def recover(self, app: AppContext) -> list[str]:
         """masakari-hostmonitor again on hosts that are on."""

@@ -42,6 +42,7 @@ from stackha.services.base import (
     Unit,
     UnitStatus,
     WorkloadState,
+    apply_where_on,
     install_files,
     log_tail,
 )
@@ -99,13 +100,7 @@ class PacemakerRemoteOperator(BaseOperator):
     def apply(self, app: AppContext) -> list[str]:
         """Install the key and run pacemaker-remoted on every unit (idempotent: [] when nothing
         changed).  Units on powered-off hosts are skipped, then :class:`HostDown` names them."""
-        up = [u for u in app.units if u.host.is_on()]
-        changes = self._converge(app, up)
-        down = [u for u in app.units if u not in up]
-        if down:
-            raise HostDown(f"{app.name}: cannot apply on powered-off host(s): "
-                           f"{', '.join(f'{u.name} ({u.host.name})' for u in down)}")
-        return changes
+        return apply_where_on(app, lambda up: self._converge(app, up))
 
     def recover(self, app: AppContext) -> list[str]:
         """pacemaker-remoted again on hosts that are on (after a fence and a power-on); the

@@ -8,7 +8,6 @@ from __future__ import annotations
 import configparser
 import http.server
 import ipaddress
-import io
 import json
 import subprocess
 import threading
