@@ -189,6 +189,7 @@ KINDS: dict[str, KindInfo] = {
         _k("vault", stateful=True, mode="active/passive", model=Model.SINGLE_ACTIVE, tier=1,
            notes="one active node, standbys forward"),
         _k("mysql-router", subordinate=True, mode="-", model=Model.NONE, depends_on=("galera",), tier=1,
+           provides=("database",), operator="stackha.services.mysql_router:MysqlRouterOperator",
            expects=(("db-router", ("galera",)),), not_principal_kinds=("galera",)),
     ]
 }

@@ -300,3 +300,66 @@ def test_agent_metadata_declares_the_actions_pacemaker_needs(capsys):
     assert fence_nova.main(["-o", "metadata"]) == fence_nova.EXIT_OK
     root = ET.fromstring(capsys.readouterr().out)
     assert {a.get("name") for a in root.iter("action")} >= {"off", "on", "status", "monitor", "metadata", "list"}
+
+
+# ----------------------------------------------------------------------------- seed 004's overlay on the lab cloud
+def test_seed_004_overlay_needs_exactly_its_authors_two_fixes():
+    """Seed 004's Masakari overlay on examples/lab-cloud.yaml: the analysis names the router's
+    missing database relation, the lab refuses the VIP outside its network, and with
+    examples/seed-004-lab-fixes.yaml neither remains."""
+    from pathlib import Path
+
+    from stackha.hosts.labprovider import check_lab_fit, wanted_subnet
+    from stackha.model import load_bundle
+    from stackha.model.analysis import analyze
+
+    ex = Path(__file__).resolve().parents[2] / "examples"
+    seed = [ex / "seed-004-masakari-overlay.yaml"]
+    for overlays, warnings in ((seed, ["missing-relation"]), (seed + [ex / "seed-004-lab-fixes.yaml"], [])):
+        b = load_bundle(ex / "lab-cloud.yaml", overlays)
+        found = [f for f in analyze(b).findings if f.severity in ("warning", "error")]
+        assert [f.code for f in found] == warnings, found
+        if warnings:
+            assert "masakari-mysql-router" in found[0].path and "db-router" in found[0].message
+    # the VIP: the seed's (198.18.7.72) is outside the lab's /24; the fix's is in its VIP range
+    import ipaddress
+
+    lb = ipaddress.IPv4Interface("198.18.100.250/24")
+    with pytest.raises(InvalidInput, match="several /24s"):
+        wanted_subnet({"haproxy": lb, "masakari": ipaddress.IPv4Interface("198.18.7.72/24")})
+    fixed = load_bundle(ex / "lab-cloud.yaml", seed + [ex / "seed-004-lab-fixes.yaml"])
+    vip = ipaddress.IPv4Interface(f"{fixed.applications['masakari'].options['vip']}/24")
+    net = ipaddress.IPv4Network(wanted_subnet({"haproxy": lb, "masakari": vip}))
+    check_lab_fit("s4", {"haproxy": lb, "masakari": vip}, net)
+
+
+def test_mysql_router_routes_the_database_relation_to_galera_and_names_the_missing_relation():
+    from stackha.services.mysql_router import MysqlRouterOperator
+
+    calls = []
+
+    class Galera:
+        def ensure_database(self, app, db, user):
+            calls.append((app.name, db, user))
+            return "pw"
+
+        def client_address(self, app):
+            return "198.18.42.250"
+
+    c = cloud()
+    router = AppContext("masakari-mysql-router", "mysql-router", {}, list(c["masakari"].units), MemorySecrets())
+    galera = AppContext("galera", "galera", {}, [], MemorySecrets())
+    router.related = {"masakari": c["masakari"]}
+    with pytest.raises(InvalidInput, match=r"masakari-mysql-router:db-router, galera:db-router"):
+        MysqlRouterOperator().apply(router)
+    router.related["galera"] = galera
+    import stackha.services as services
+
+    orig = services.operator_for
+    services.operator_for = lambda kind: Galera() if kind == "galera" else orig(kind)
+    try:
+        op = MysqlRouterOperator()
+        assert op.apply(router) == [] and op.ensure_database(router, "masakari", "masakari") == "pw"
+        assert op.client_address(router) == "198.18.42.250" and calls == [("galera", "masakari", "masakari")]
+    finally:
+        services.operator_for = orig
