@@ -658,15 +658,15 @@ def with_vip(app: AppContext) -> AppContext:
         return app
     # Only the principal's own ``vip``: a principal behind a load balancer is reached on the
     # balancer's VIP, which keepalived (or another cluster) holds — not this cluster's to move.
-    vip = None
     raw = p.options.get("vip")
-    if vip is None and raw:
-        first = str(raw).split()[0]  # Juju's vip may list one address per network
-        try:
-            vip = ipaddress.IPv4Interface(first if "/" in first else f"{first}/{p.options.get('vip_cidr', 24)}")
-        except ValueError as exc:
-            raise InvalidInput(f"applications.{p.name}.options.vip: {exc}") from None
-    return dataclasses.replace(app, vip=vip) if vip is not None else app
+    if not raw:
+        return app
+    first = str(raw).split()[0]  # Juju's vip may list one address per network
+    try:
+        vip = ipaddress.IPv4Interface(first if "/" in first else f"{first}/{p.options.get('vip_cidr', 24)}")
+    except ValueError as exc:
+        raise InvalidInput(f"applications.{p.name}.options.vip: {exc}") from None
+    return dataclasses.replace(app, vip=vip)
 
 
 def _check_id(rid: str, where: str) -> str:

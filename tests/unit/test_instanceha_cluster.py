@@ -363,3 +363,26 @@ def test_mysql_router_routes_the_database_relation_to_galera_and_names_the_missi
         assert op.client_address(router) == "198.18.42.250" and calls == [("galera", "masakari", "masakari")]
     finally:
         services.operator_for = orig
+
+
+def test_detection_reads_crm_mon_and_agent_times_as_utc():
+    from stackha.instanceha import recovery
+
+    assert recovery._iso("2026-12-08 04:06:29Z") == recovery._iso("2026-12-08T04:06:29.000+00:00")
+    assert recovery._iso("2026-12-08T04:06:29.273+00:00") - recovery._iso("2026-12-08 04:06:29Z") == pytest.approx(0.273)
+    assert recovery._iso("2026-12-08 04:06:29Z") == 1796702789.0
+
+
+def test_a_host_is_monitored_only_as_a_remote_node_with_the_force_down_level():
+    from stackha.instanceha import recovery
+
+    class D:
+        def __init__(self, c):
+            self.c = c
+
+        def contexts(self):
+            return self.c
+
+    assert recovery.monitored(D(cloud()), "t-n1")
+    assert not recovery.monitored(D(cloud()), "t-c1")  # a controller: a cluster node, not a remote one
+    assert not recovery.monitored(D(cloud(ha_options={"force_down": False}, keystone=False)), "t-n1")
