@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import ipaddress
+import json
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -314,3 +315,68 @@ def host_path(path: str) -> PurePosixPath:
     if not p.is_absolute() or ".." in p.parts:
         raise ValueError(f"host path must be absolute without '..': {path!r}")
     return p
+
+
+#: The POSIX-shell daemon supervisor every provider uses on a host (``sh -c SCRIPT sh ACTION …``):
+#: ``spawn META PIDFILE LOG CWD ARGVJSON CMD…`` starts CMD in its own session (log appended,
+#: stdin /dev/null), waits for its PID and writes META ``{"pid": N, "start": "TICKS", "argv": […]}``
+#: — the start time (clock ticks, /proc/PID/stat field 22) tells a live daemon from a reused PID;
+#: ``check META`` (exit 44: not running), ``signal META SIG``, ``stop META SIG SECONDS`` (then
+#: KILL), ``list DIR``.  The lab's ``spawn`` writes the same META from Python.
+SUPERVISE_SCRIPT = r'''
+start_of() { s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ "$(echo "$s" | cut -d' ' -f1)" != Z ] || return 1; echo "$s" | cut -d' ' -f20; }
+alive() { [ -n "$pid" ] && [ "$(start_of "$pid")" = "$start" ]; }
+load() { [ -f "$1" ] || exit 44; m=$(cat -- "$1")
+  pid=$(echo "$m" | sed -n 's/^{"pid": \([0-9]*\), "start": "\([0-9]*\)".*/\1/p')
+  start=$(echo "$m" | sed -n 's/^{"pid": \([0-9]*\), "start": "\([0-9]*\)".*/\2/p'); }
+action=$1; shift
+case $action in
+spawn)
+  meta=$1 pidfile=$2 log=$3 cwd=$4 argvjson=$5; shift 5
+  mkdir -p "$(dirname -- "$log")" "$(dirname -- "$meta")"
+  rm -f -- "$pidfile" "$meta"
+  setsid -f /bin/sh -c 'cd "$3" || exit 1; echo $$ > "$1"; log=$2; shift 3; exec "$@" >> "$log" 2>&1 < /dev/null' \
+    sh "$pidfile" "$log" "$cwd" "$@"
+  i=0
+  while [ $i -lt 500 ]; do
+    if [ -s "$pidfile" ]; then
+      pid=$(cat -- "$pidfile"); start=$(start_of "$pid") || exit 3
+      printf '{"pid": %s, "start": "%s", "argv": %s}\n' "$pid" "$start" "$argvjson" > "$meta.tmp"
+      mv -f -- "$meta.tmp" "$meta"; echo "$pid"; exit 0
+    fi
+    sleep 0.01; i=$((i+1))
+  done
+  exit 3 ;;
+check) load "$1"; alive || exit 44; echo "$m" ;;
+signal) load "$1"; alive || exit 44; kill -s "$2" "$pid" 2>/dev/null || exit 44 ;;
+stop)
+  load "$1"; alive || exit 44; kill -s "$2" "$pid" 2>/dev/null || exit 44
+  end=$(( $(date +%s%N) / 1000000 + $3 * 1000 ))
+  while alive && [ $(( $(date +%s%N) / 1000000 )) -lt $end ]; do sleep 0.02; done
+  if alive; then kill -s KILL "$pid" 2>/dev/null; i=0; while alive && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done; fi ;;
+list) for f in "$1"/*.json; do [ -f "$f" ] || continue; load "$f"; alive && basename "$f" .json; done; exit 0 ;;
+esac'''
+
+
+def launcher_script(name: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+                    user: str | None = None, cwd: str = "/") -> str:
+    """A ``/bin/sh`` script that starts daemon ``name`` exactly as :meth:`Host.spawn` does (same
+    pidfile, META and log under :data:`DAEMON_RUN_DIR` / :data:`DAEMON_LOG_DIR`, so stackha's
+    :meth:`Host.daemon` finds it), and does nothing when it already runs — for a supervisor inside
+    the host that restarts it (masakari-processmonitor's start and restart commands).  Pure."""
+    if not DAEMON_NAME_RE.match(name):
+        raise ValueError(f"daemon name {name!r}: a lower-case letter, then letters, digits, '-' and '_' (≤ 64)")
+    meta, pidfile, log = (f"{DAEMON_RUN_DIR}/{name}.json", f"{DAEMON_RUN_DIR}/{name}.pid",
+                          f"{DAEMON_LOG_DIR}/{name}.log")
+    cmd = [str(a) for a in argv]
+    if user and user != "root":
+        cmd = ["/bin/sh", "-c", 'exec setpriv --reuid="$0" --regid="$(id -g "$0")" --init-groups "$@"', user, *cmd]
+    lines = ["#!/bin/sh", f"# Rendered by stackha: start daemon {name} as stackha does, unless it runs.",
+             f"SUPERVISE={shlex.quote(SUPERVISE_SCRIPT)}",
+             f'/bin/sh -c "$SUPERVISE" sh check {shlex.quote(meta)} >/dev/null 2>&1 && exit 0']
+    lines += [f"export {k}={shlex.quote(str(v))}" for k, v in (env or {}).items()]
+    lines.append(f'exec /bin/sh -c "$SUPERVISE" sh spawn {shlex.quote(meta)} {shlex.quote(pidfile)} '
+                 f"{shlex.quote(log)} {shlex.quote(cwd)} {shlex.quote(json.dumps([str(a) for a in argv]))} "
+                 + " ".join(shlex.quote(a) for a in cmd))
+    return "\n".join(lines) + "\n"

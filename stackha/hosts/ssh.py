@@ -69,6 +69,7 @@ from stackha.hosts import bmc as bmcs
 from stackha.hosts.base import (
     DAEMON_LOG_DIR,
     DAEMON_RUN_DIR,
+    SUPERVISE_SCRIPT,
     HOST_ENV,
     CommandError,
     CommandResult,
@@ -180,40 +181,7 @@ fi'''
 _READ = f'if [ -e "$1" ]; then exec cat -- "$1"; fi; exit {_ABSENT}'
 #: Supervision (see the module docstring).  $1 action: spawn META PID LOG CWD ARGVJSON CMD… |
 #: check META | signal META SIG | stop META SIG TIMEOUT.
-_SUPERVISE = r'''
-start_of() { s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ "$(echo "$s" | cut -d' ' -f1)" != Z ] || return 1; echo "$s" | cut -d' ' -f20; }
-alive() { [ -n "$pid" ] && [ "$(start_of "$pid")" = "$start" ]; }
-load() { [ -f "$1" ] || exit 44; m=$(cat -- "$1")
-  pid=$(echo "$m" | sed -n 's/^{"pid": \([0-9]*\), "start": "\([0-9]*\)".*/\1/p')
-  start=$(echo "$m" | sed -n 's/^{"pid": \([0-9]*\), "start": "\([0-9]*\)".*/\2/p'); }
-action=$1; shift
-case $action in
-spawn)
-  meta=$1 pidfile=$2 log=$3 cwd=$4 argvjson=$5; shift 5
-  mkdir -p "$(dirname -- "$log")" "$(dirname -- "$meta")"
-  rm -f -- "$pidfile" "$meta"
-  setsid -f /bin/sh -c 'cd "$3" || exit 1; echo $$ > "$1"; log=$2; shift 3; exec "$@" >> "$log" 2>&1 < /dev/null' \
-    sh "$pidfile" "$log" "$cwd" "$@"
-  i=0
-  while [ $i -lt 500 ]; do
-    if [ -s "$pidfile" ]; then
-      pid=$(cat -- "$pidfile"); start=$(start_of "$pid") || exit 3
-      printf '{"pid": %s, "start": "%s", "argv": %s}\n' "$pid" "$start" "$argvjson" > "$meta.tmp"
-      mv -f -- "$meta.tmp" "$meta"; echo "$pid"; exit 0
-    fi
-    sleep 0.01; i=$((i+1))
-  done
-  exit 3 ;;
-check) load "$1"; alive || exit 44; echo "$m" ;;
-signal) load "$1"; alive || exit 44; kill -s "$2" "$pid" 2>/dev/null || exit 44 ;;
-stop)
-  load "$1"; alive || exit 44; kill -s "$2" "$pid" 2>/dev/null || exit 44
-  end=$(( $(date +%s%N) / 1000000 + $3 * 1000 ))
-  while alive && [ $(( $(date +%s%N) / 1000000 )) -lt $end ]; do sleep 0.02; done
-  if alive; then kill -s KILL "$pid" 2>/dev/null; i=0; while alive && [ $i -lt 250 ]; do sleep 0.02; i=$((i+1)); done; fi ;;
-list) for f in "$1"/*.json; do [ -f "$f" ] || continue; load "$f"; alive && basename "$f" .json; done; exit 0 ;;
-esac'''
+_SUPERVISE = SUPERVISE_SCRIPT
 
 
 def _as_user(user: str, argv: list[str]) -> list[str]:

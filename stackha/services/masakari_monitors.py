@@ -47,6 +47,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import yaml
+
 from stackha.errors import InvalidInput
 from stackha.hosts.base import HostDown, HostError
 from stackha.services.base import (
@@ -70,6 +72,17 @@ USER = "masakari-monitors"
 CONF = "/etc/masakarimonitors/masakarimonitors.conf"
 LOG_DIR = "/var/log/masakari"
 HOSTMONITOR = "masakari-hostmonitor"
+PROCESSMONITOR = "masakari-processmonitor"
+PROCESS_LIST = "/etc/masakarimonitors/process_list.yaml"
+BIN_DIR = "/srv/masakari-monitors/bin"
+
+#: ``[process]`` timers per tuning (module docstring).
+PROCESS_TIMERS = {
+    "stock": {"check_interval": 5, "restart_retries": 3, "restart_interval": 5, "api_retry_max": 12,
+              "api_retry_interval": 10},
+    "stackha": {"check_interval": 1, "restart_retries": 3, "restart_interval": 2, "api_retry_max": 60,
+                "api_retry_interval": 1},
+}
 
 #: ``[host]`` timers per tuning (module docstring).
 TIMERS = {
@@ -91,8 +104,24 @@ class MasakariMonitorsOperator(BaseOperator):
                                f"add `- [keystone:identity-credentials, {app.name}:identity-credentials]`")
         return found
 
+    def watched(self, app: AppContext, unit: Unit) -> list[tuple[str, list[str], str, str]]:
+        """The daemons masakari-processmonitor watches on ``unit``'s host: the workers of the
+        nova-compute unit there, as ``(daemon name, argv, user, cwd)``."""
+        from stackha.services import operator_for
+
+        out = []
+        for nova in sorted(app.related_of_kind("nova-compute"), key=lambda a: a.name):
+            op = operator_for(nova.kind)
+            for nu in (u for u in nova.units if u.host.name == unit.host.name):
+                d = op.descriptor
+                out += [(w.name, list(w.argv), w.user or d.user, d.state_dir) for w in op.workers_on(nova, nu)]
+        return out
+
     def render(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]:
-        """``{unit: {CONF: file (0600)}}``.  Pure."""
+        """``{unit: {path: file}}``: the config (0600), the process list and, per watched daemon,
+        its launcher (:func:`stackha.hosts.base.launcher_script`: processmonitor's start and
+        restart command, so a restarted nova-compute is the one stackha tracks).  Pure."""
+        from stackha.hosts.base import launcher_script
         from stackha.services.openstack.operator import REGION
 
         id_app, id_op = self.identity(app)
@@ -100,9 +129,25 @@ class MasakariMonitorsOperator(BaseOperator):
                 "password": id_app.secrets.get(f"service-{USER}"), "project_name": "service",
                 "user_domain_name": "Default", "project_domain_name": "Default", "region": REGION}
         timers = select_tuning(TIMERS, app.tuning)
-        return {u.name: {CONF: RenderedFile(render_template(
-            "masakari_monitors/masakarimonitors.conf.j2", unit=u.name, log_dir=LOG_DIR, auth=auth, timers=timers,
-            tuning=app.tuning, conf=CONF), mode=0o600)} for u in app.units}
+        out: dict[str, dict[str, RenderedFile]] = {}
+        for u in app.units:
+            files = {CONF: RenderedFile(render_template(
+                "masakari_monitors/masakarimonitors.conf.j2", unit=u.name, log_dir=LOG_DIR, auth=auth, timers=timers,
+                process_timers=select_tuning(PROCESS_TIMERS, app.tuning), process_list=PROCESS_LIST,
+                tuning=app.tuning, conf=CONF), mode=0o600)}
+            entries = []
+            for name, argv, user, cwd in self.watched(app, u):
+                path = f"{BIN_DIR}/start-{name}"
+                files[path] = RenderedFile(launcher_script(name, argv, user=user, cwd=cwd), mode=0o755)
+                # processmonitor matches a substring of `ps -ef`: the daemon's own command line
+                entries.append({"process_name": " ".join(argv), "start_command": path, "pre_start_command": "",
+                                "post_start_command": "", "restart_command": path, "pre_restart_command": "",
+                                "post_restart_command": "", "run_as_root": True})
+            files[PROCESS_LIST] = RenderedFile(
+                "# Rendered by stackha: the daemons masakari-processmonitor watches and restarts.\n"
+                + yaml.safe_dump(entries, sort_keys=False))
+            out[u.name] = files
+        return out
 
     def _converge(self, app: AppContext, units: list[Unit]) -> list[str]:
         rendered = self.render(app)
@@ -112,11 +157,12 @@ class MasakariMonitorsOperator(BaseOperator):
             host.run(["mkdir", "-p", LOG_DIR], check=True)
             changed = install_files(host, rendered[unit.name])
             changes += [f"{unit.name}: {p}" for p in changed]
-            if changed and host.daemon(HOSTMONITOR) is not None:
-                host.stop(HOSTMONITOR)
-            if host.daemon(HOSTMONITOR) is None:
-                host.spawn(HOSTMONITOR, ["/usr/bin/masakari-hostmonitor", f"--config-file={CONF}"])
-                changes.append(f"{unit.name}: started masakari-hostmonitor on {host.name}")
+            for daemon in (HOSTMONITOR, PROCESSMONITOR):
+                if changed and host.daemon(daemon) is not None:
+                    host.stop(daemon)
+                if host.daemon(daemon) is None:
+                    host.spawn(daemon, [f"/usr/bin/{daemon}", f"--config-file={CONF}"])
+                    changes.append(f"{unit.name}: started {daemon} on {host.name}")
         return changes
 
     def apply(self, app: AppContext) -> list[str]:
@@ -138,11 +184,12 @@ class MasakariMonitorsOperator(BaseOperator):
             try:
                 if not u.host.is_on():
                     units.append(UnitStatus(u.name, WorkloadState.ERROR, f"host {u.host.name} is powered off"))
-                elif u.host.daemon(HOSTMONITOR) is None:
-                    units.append(UnitStatus(u.name, WorkloadState.BLOCKED,
-                                            f"masakari-hostmonitor is not running: {log_tail(u.host, HOSTMONITOR, 2)}"))
+                elif (missing := [m for m in (HOSTMONITOR, PROCESSMONITOR) if u.host.daemon(m) is None]):
+                    units.append(UnitStatus(u.name, WorkloadState.BLOCKED, f"{missing[0]} is not running: "
+                                            f"{log_tail(u.host, missing[0], 2)}"))
                 else:
-                    units.append(UnitStatus(u.name, WorkloadState.ACTIVE, "masakari-hostmonitor running"))
+                    units.append(UnitStatus(u.name, WorkloadState.ACTIVE,
+                                            "masakari-hostmonitor and masakari-processmonitor running"))
             except HostDown:
                 units.append(UnitStatus(u.name, WorkloadState.ERROR, f"host {u.host.name} is powered off"))
             except HostError as exc:

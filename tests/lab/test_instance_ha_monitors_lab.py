@@ -67,7 +67,26 @@ def test_every_unit_active_and_every_compute_a_remote_node_with_its_fence_level(
     for h in computes:
         assert f'target="{h}" index="1" devices="fence-{h},nova-forcedown"' in res.stdout, res.stdout
     for u in ctx(d, "masakari-monitors").units:
-        assert u.host.daemon("masakari-hostmonitor") is not None, u.host.name
+        for daemon in ("masakari-hostmonitor", "masakari-processmonitor"):
+            assert u.host.daemon(daemon) is not None, (u.host.name, daemon)
+
+
+def test_processmonitor_restarts_a_killed_nova_compute_as_the_daemon_stackha_tracks(d, computes):
+    """kill -9 of nova-compute: masakari-processmonitor (1 s checks) restarts it with stackha's own
+    launcher, so `stackha status` sees the same daemon again and Nova sees the service up."""
+    host = d.host(computes[2])
+    before = host.daemon("nova-compute")
+    assert before is not None
+    t0 = time.time()
+    assert host.signal("nova-compute", "KILL")
+    after = wait_for(lambda: (lambda x: x if x is not None and x.pid != before.pid else None)(host.daemon("nova-compute")),
+                     60, f"nova-compute on {computes[2]} restarted by masakari-processmonitor", interval_s=0.2)
+    took = time.time() - t0
+    log = (host.read_file("/var/log/masakari/masakari-processmonitor.log") or b"").decode(errors="replace")
+    assert "nova-compute" in log, log[-2000:]
+    wait_for(lambda: compute_service(d, computes[2])["State"] == "up", 120, "its service up in Nova", interval_s=2)
+    print(f"\nnova-compute killed on {computes[2]}: restarted by masakari-processmonitor as pid {after.pid} "
+          f"{took:.1f} s after the kill")
 
 
 def recovered_by_the_cloud(d, label: str, victim: str, ids: list[str], fault, deadline_s: float = 300):

@@ -386,3 +386,23 @@ def test_a_host_is_monitored_only_as_a_remote_node_with_the_force_down_level():
     assert recovery.monitored(D(cloud()), "t-n1")
     assert not recovery.monitored(D(cloud()), "t-c1")  # a controller: a cluster node, not a remote one
     assert not recovery.monitored(D(cloud(ha_options={"force_down": False}, keystone=False)), "t-n1")
+
+
+def test_processmonitor_watches_the_hosts_nova_compute_with_stackhas_own_launcher():
+    import yaml
+
+    from stackha.services.openstack import nova
+
+    c = cloud()
+    files = mm.MasakariMonitorsOperator().render(c["masakari-monitors"])["masakari-monitors/2"]
+    entries = yaml.safe_load(files[mm.PROCESS_LIST].content)
+    assert len(entries) == 1 and entries[0]["process_name"].startswith(nova.COMPUTE_BIN)
+    assert entries[0]["start_command"] == entries[0]["restart_command"] == f"{mm.BIN_DIR}/start-nova-compute"
+    launcher = files[f"{mm.BIN_DIR}/start-nova-compute"]
+    assert launcher.mode == 0o755 and launcher.content.startswith("#!/bin/sh")
+    # idempotent (processmonitor runs every start command when it starts), same files as Host.spawn
+    assert "check /run/stackha/nova-compute.json >/dev/null 2>&1 && exit 0" in launcher.content
+    assert "spawn /run/stackha/nova-compute.json /run/stackha/nova-compute.pid /srv/stackha/log/nova-compute.log" in launcher.content
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read_string(files[mm.CONF].content)
+    assert cp["process"]["process_list_path"] == mm.PROCESS_LIST and cp["process"]["check_interval"] == "1"
