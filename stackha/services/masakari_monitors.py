@@ -1,4 +1,4 @@
-"""masakari-hostmonitor on compute hosts: the ``masakari-monitors`` subordinate (seed 004).
+"""masakari-hostmonitor and -processmonitor on compute hosts: the ``masakari-monitors`` subordinate (seed 004).
 
 Seed 004 relates ``nova-compute:juju-info`` ↔ ``masakari-monitors:container`` and
 ``keystone:identity-credentials`` ↔ ``masakari-monitors``.  Each compute host runs Debian's
@@ -38,9 +38,20 @@ option                      stock   stackha why
 ``monitoring_samples``      1       1       equal reads before a change is believed
 =========================== ======= ======= ============================================
 
-masakari-processmonitor and -instancemonitor are not run: the lab's compute hosts use Nova's fake
-driver (no libvirt for the instance monitor to watch), and a process restart must go through the
-host's daemon supervisor (stackha's ``recover`` restarts nova-compute) — see the README.
+**masakari-processmonitor** watches the host's nova-compute (a substring of its command line in
+``ps -ef``, every ``check_interval``) and restarts it with ``restart_command`` up to
+``restart_retries`` times, then posts a PROCESS notification (Masakari then disables the host's
+compute service).  Its start and restart command is a launcher stackha renders
+(:func:`stackha.hosts.base.launcher_script`): it starts the daemon exactly as stackha's own
+``spawn`` (same pidfile, start-time record and log), and does nothing when it already runs —
+processmonitor runs every start command when it starts — so the restarted nova-compute is the
+daemon ``stackha status`` and ``recover`` know.  Debian's process list (systemctl commands,
+/usr/local/bin paths) does not apply; stackha writes its own.  [process] timers: stock 5 s check,
+5 s between restarts; stackha 1 s and 2 s.
+
+masakari-instancemonitor is not run: the lab's compute hosts use Nova's fake driver, which has no
+libvirt domain events for it to watch (a VM notification in its schema is posted with the real
+client instead: tests/lab/test_instance_ha_lab.py).
 """
 
 from __future__ import annotations
