@@ -14,7 +14,7 @@ fails on Python 3.11 (``inspect.getargspec``), so stackha renders this agent ins
 - ``off``: ``PUT /os-services/{id} {"forced_down": true}`` (compute API microversion 2.53) for the
   ``nova-compute`` service of the target host; ``on``: ``forced_down`` false (what
   ``stackha instance-ha readmit`` also does); ``status``: forced down → OFF (exit 2), else ON;
-  ``monitor``: a token and the service list answer; ``list``: the nova-compute hosts;
+  ``monitor``: Keystone gives the device's user a token; ``list``: the nova-compute hosts;
   ``metadata``; ``validate-all``;
 - options on stdin as Pacemaker's fencer passes them (``action``, ``port``/``plug``, …; unknown
   names ignored) or ``-o ACTION [-n HOST]`` on the command line;
@@ -37,7 +37,7 @@ import time
 DEFAULT_CONFIG = "/srv/pacemaker/nova-fence.json"
 DEFAULT_LOG = "/srv/pacemaker/nova-fence.log"
 MICROVERSION = "2.53"
-REQUEST_TIMEOUT_S = 10
+REQUEST_TIMEOUT_S = 20
 EXIT_OK, EXIT_FAIL, EXIT_OFF = 0, 1, 2
 
 METADATA = """<?xml version="1.0" ?>
@@ -125,6 +125,9 @@ class Nova:
                                 raise_exc=True, **kw)
         return resp.json() if resp.content else {}
 
+    def token(self):
+        return self.api.get_token()
+
     def services(self, host=None):
         q = "?binary=nova-compute" + (f"&host={host}" if host else "")
         return self._call("GET", f"/os-services{q}")["services"]
@@ -164,8 +167,8 @@ def main(argv=None, stdin=None):
         return EXIT_FAIL
     try:
         nova = Nova(opts["config"])
-        if action == "monitor":
-            nova.services()
+        if action == "monitor":  # the device works when Keystone gives its user a token
+            nova.token()
             return EXIT_OK
         if action == "list":
             for svc in nova.services():

@@ -404,12 +404,14 @@ class DaemonResource:
 @dataclass(frozen=True)
 class FenceSpec:
     """One STONITH primitive: ``id`` (``fence-<node>``), the ``target`` node it fences, the RHCS
-    ``agent`` (``stonith:<agent>``) and its instance ``params`` ``((name, value), …)``."""
+    ``agent`` (``stonith:<agent>``), its instance ``params`` ``((name, value), …)`` and the
+    timeout of its start and monitor operations (s)."""
 
     id: str
     target: str
     agent: str
     params: tuple[tuple[str, str], ...]
+    op_timeout_s: int = 20  # its start and monitor operations
 
 
 @dataclass(frozen=True)
@@ -784,7 +786,9 @@ def force_down_device(app: AppContext) -> FenceSpec | None:
     remotes = remote_nodes(app)
     if not remotes or app.options.get("force_down") is False:
         return None
-    return FenceSpec(FORCE_DOWN_ID, "", NOVA_FENCE_AGENT, (("pcmk_host_list", " ".join(r.name for r in remotes)),))
+    # its start and monitor take a Keystone token through the VIP: seconds on a loaded control plane
+    return FenceSpec(FORCE_DOWN_ID, "", NOVA_FENCE_AGENT, (("pcmk_host_list", " ".join(r.name for r in remotes)),),
+                     op_timeout_s=60)
 
 
 def fencing_levels(app: AppContext) -> list[FenceLevel]:

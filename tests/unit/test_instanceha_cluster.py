@@ -79,7 +79,10 @@ def test_remote_nodes_get_a_connection_a_power_fence_and_a_level_power_then_forc
         assert prims[f"fence-t-n{i}"].get("type") == "fence_stackha_lab"
     fd = prims[pm.FORCE_DOWN_ID]
     assert fd.get("type") == "fence_stackha_nova"
-    assert {nv.get("name"): nv.get("value") for nv in fd.iter("nvpair")} == {"pcmk_host_list": "t-n0 t-n1 t-n2"}
+    assert {nv.get("name"): nv.get("value") for nv in fd.find("instance_attributes")} == {"pcmk_host_list": "t-n0 t-n1 t-n2"}
+    # a start that failed (Keystone slow) is retried once the failure expires; a token may take seconds
+    assert {nv.get("name"): nv.get("value") for nv in fd.find("meta_attributes")} == {"failure-timeout": "60s"}
+    assert {op.get("name"): op.get("timeout") for op in fd.iter("op")} == {"start": "60s", "monitor": "60s"}
     levels = ET.fromstring(files[pm.CIB_FENCING].content).findall("fencing-level")
     assert [(lv.get("target"), lv.get("index"), lv.get("devices")) for lv in levels] == [
         (f"t-n{i}", "1", f"fence-t-n{i},{pm.FORCE_DOWN_ID}") for i in range(3)]
@@ -273,6 +276,7 @@ def run_agent(conf, text, *, err=None):
 
 
 def test_agent_off_forces_only_the_target_down_and_logs_it(fake_cloud):
+    assert run_agent(fake_cloud, "action=monitor") == fence_nova.EXIT_OK
     assert run_agent(fake_cloud, "action=off\nport=t-n1\nnodename=t-c0") == fence_nova.EXIT_OK
     assert [c for c in FakeCloud.calls if c[0] == "PUT"] == [("PUT", "/compute/v2.1/os-services/s2", {"forced_down": True})]
     assert run_agent(fake_cloud, "action=status\nplug=t-n1") == fence_nova.EXIT_OFF
