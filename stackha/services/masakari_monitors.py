@@ -1,14 +1,22 @@
-"""masakari-hostmonitor and -processmonitor on compute hosts: the ``masakari-monitors`` subordinate (seed 004).
+"""masakari-hostmonitor and -processmonitor: the ``masakari-monitors`` subordinate (seed 004).
 
 Seed 004 relates ``nova-compute:juju-info`` ↔ ``masakari-monitors:container`` and
-``keystone:identity-credentials`` ↔ ``masakari-monitors``.  Each compute host runs Debian's
-``masakari-hostmonitor`` (masakari-monitors 14.0.0), which every ``monitoring_interval`` reads
-the Pacemaker cluster's view from its own host — a Pacemaker Remote node
-(:mod:`stackha.services.pacemaker_remote`): ``crm_mon -X`` through pacemaker-remoted's proxy —
-and posts a ``COMPUTE_HOST`` notification (event STOPPED) to masakari-api for every *other*
-remote node it sees go offline (``pacemaker_node_type = remote``, ``restrict_to_remotes = True``;
-LAB-NOTES "Masakari").  Every surviving compute host posts one; Masakari keeps the first and
-answers 409 to the others, which stop.
+``keystone:identity-credentials`` ↔ ``masakari-monitors``.  Debian's ``masakari-hostmonitor``
+(masakari-monitors 14.0.0) reads the Pacemaker cluster's view every ``monitoring_interval`` with
+``crm_mon -X`` and posts a ``COMPUTE_HOST`` notification (event STOPPED) to masakari-api for every
+Pacemaker Remote node (``restrict_to_remotes = True``) it sees go offline; LAB-NOTES "Masakari".
+Every host monitor posts one; Masakari keeps the first and answers 409 to the others, which stop.
+
+**Where the host monitor runs**: on the nodes of the Pacemaker cluster whose remote nodes are the
+compute hosts (``pacemaker_node_type = cluster``; its corosync heartbeat checked with tcpdump on
+knet's port), not on the compute hosts.  On a compute host, crm_mon reaches the CIB through
+pacemaker-remoted's proxy, so every read sends the whole CIB over that host's TLS connection; when
+the host lost power with such a reply in flight, the cluster node holding its connection hung —
+pacemaker-controld stopped answering, pacemakerd killed it after 34 s — and the fence came 57 s
+after the power-off, or, once, never (the lab, 2 of 7 power-offs with a monitor every 2 s on
+each compute host).  With the monitors on the cluster nodes crm_mon is local and the remote
+connections carry only Pacemaker's own traffic.  Compute hosts in no cluster stackha knows get
+the host monitor themselves (``pacemaker_node_type = remote``).
 
 Settings, and why (the hostmonitor's own code, masakarimonitors/hostmonitor/host_handler):
 
@@ -23,15 +31,16 @@ Settings, and why (the hostmonitor's own code, masakarimonitors/hostmonitor/host
   engine flow waits for that (:mod:`stackha.services.openstack.masakari`).
 - Credentials: Keystone user ``masakari-monitors`` (admin in project ``service``, made by the
   identity provider at apply), its password from the keystone application's secret store.
-- The monitor runs as root in the host, so privsep's helper runs without sudo.
+- The monitors run as root in their host, so privsep's helper runs without sudo.
 
 Timers (``app.tuning``):
 
 =========================== ======= ======= ============================================
 option                      stock   stackha why
 =========================== ======= ======= ============================================
-``monitoring_interval``     60      2       seconds between two crm_mon reads; one read
-                                            costs ≈ 30 ms on the host
+``monitoring_interval``     60      2       seconds between two crm_mon reads (plus the
+                                            heartbeat check: tcpdump until one corosync
+                                            packet)
 ``api_retry_interval``      10      1       a notification that failed (masakari-api
 ``api_retry_max``           12      60      unreachable) is retried this often, this many
                                             times
@@ -86,6 +95,7 @@ HOSTMONITOR = "masakari-hostmonitor"
 PROCESSMONITOR = "masakari-processmonitor"
 PROCESS_LIST = "/etc/masakarimonitors/process_list.yaml"
 BIN_DIR = "/srv/masakari-monitors/bin"
+COROSYNC_PORT = 5405  # knet's default UDP port: the host monitor checks the cluster's heartbeat on it
 
 #: ``[process]`` timers per tuning (module docstring).
 PROCESS_TIMERS = {
@@ -128,24 +138,46 @@ class MasakariMonitorsOperator(BaseOperator):
                 out += [(w.name, list(w.argv), w.user or d.user, d.state_dir) for w in op.workers_on(nova, nu)]
         return out
 
-    def render(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]:
-        """``{unit: {path: file}}``: the config (0600), the process list and, per watched daemon,
-        its launcher (:func:`stackha.hosts.base.launcher_script`: processmonitor's start and
-        restart command, so a restarted nova-compute is the one stackha tracks).  Pure."""
-        from stackha.hosts.base import launcher_script
+    def cluster_nodes(self, app: AppContext) -> list[Unit]:
+        """The nodes (hacluster units) of the Pacemaker cluster whose remote nodes are this
+        application's compute hosts (nova-compute → pacemaker-remote → hacluster); [] without one."""
+        from stackha.services import pacemaker as pcmk
+
+        found: dict[str, Unit] = {}
+        for nova in app.related_of_kind("nova-compute"):
+            for remote in nova.related_of_kind(pcmk.REMOTE_KIND):
+                for ha in remote.related_of_kind(pcmk.KIND):
+                    found.update({u.name: u for u in ha.units})
+        return [found[k] for k in sorted(found)]
+
+    def hostmonitor_units(self, app: AppContext) -> list[Unit]:
+        """Where masakari-hostmonitor runs (module docstring): the cluster's nodes, or — for compute
+        hosts in no cluster stackha knows — the compute hosts themselves."""
+        return self.cluster_nodes(app) or list(app.units)
+
+    def _conf(self, app: AppContext, unit: Unit, node_type: str) -> RenderedFile:
         from stackha.services.openstack.operator import REGION
 
         id_app, id_op = self.identity(app)
         auth = {"auth_url": id_op.auth_url(id_app), "username": USER,
                 "password": id_app.secrets.get(f"service-{USER}"), "project_name": "service",
                 "user_domain_name": "Default", "project_domain_name": "Default", "region": REGION}
-        timers = select_tuning(TIMERS, app.tuning)
+        return RenderedFile(render_template(
+            "masakari_monitors/masakarimonitors.conf.j2", unit=unit.name, log_dir=LOG_DIR, auth=auth,
+            timers=select_tuning(TIMERS, app.tuning), process_timers=select_tuning(PROCESS_TIMERS, app.tuning),
+            process_list=PROCESS_LIST, tuning=app.tuning, conf=CONF, node_type=node_type,
+            interface=getattr(unit.host, "vip_interface", "eth0"), corosync_port=COROSYNC_PORT), mode=0o600)
+
+    def render(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]:
+        """``{unit: {path: file}}`` for the compute hosts: the config (0600), the process list and,
+        per watched daemon, its launcher (:func:`stackha.hosts.base.launcher_script`:
+        processmonitor's start and restart command, so a restarted nova-compute is the one stackha
+        tracks).  Pure.  The host monitors' files are :meth:`render_hostmonitors`'."""
+        from stackha.hosts.base import launcher_script
+
         out: dict[str, dict[str, RenderedFile]] = {}
         for u in app.units:
-            files = {CONF: RenderedFile(render_template(
-                "masakari_monitors/masakarimonitors.conf.j2", unit=u.name, log_dir=LOG_DIR, auth=auth, timers=timers,
-                process_timers=select_tuning(PROCESS_TIMERS, app.tuning), process_list=PROCESS_LIST,
-                tuning=app.tuning, conf=CONF), mode=0o600)}
+            files = {CONF: self._conf(app, u, "remote")}
             entries = []
             for name, argv, user, cwd in self.watched(app, u):
                 path = f"{BIN_DIR}/start-{name}"
@@ -160,15 +192,32 @@ class MasakariMonitorsOperator(BaseOperator):
             out[u.name] = files
         return out
 
+    def render_hostmonitors(self, app: AppContext) -> dict[str, dict[str, RenderedFile]]:
+        """``{unit: {CONF: file}}`` for :meth:`hostmonitor_units` (cluster nodes read crm_mon
+        locally: ``pacemaker_node_type = cluster``).  Pure."""
+        node_type = "cluster" if self.cluster_nodes(app) else "remote"
+        return {u.name: {CONF: self._conf(app, u, node_type)} for u in self.hostmonitor_units(app)}
+
     def _converge(self, app: AppContext, units: list[Unit]) -> list[str]:
-        rendered = self.render(app)
+        """Files and daemons on ``units`` (compute hosts that are on: processmonitor) and on every
+        host monitor host that is on."""
+        own = {u.name: u for u in units}
+        work: dict[str, tuple[Unit, dict[str, RenderedFile], list[str]]] = {}
+        for name, files in self.render(app).items():
+            if name in own:
+                work[own[name].host.name] = (own[name], files, [PROCESSMONITOR])
+        hm_files = self.render_hostmonitors(app)
+        for u in self.hostmonitor_units(app):
+            if u.host.is_on():
+                unit, files, daemons = work.get(u.host.name, (u, {}, []))
+                work[u.host.name] = (unit, {**files, **hm_files[u.name]}, daemons + [HOSTMONITOR])
         changes: list[str] = []
-        for unit in units:
+        for unit, files, daemons in work.values():
             host = unit.host
             host.run(["mkdir", "-p", LOG_DIR], check=True)
-            changed = install_files(host, rendered[unit.name])
+            changed = install_files(host, files)
             changes += [f"{unit.name}: {p}" for p in changed]
-            for daemon in (HOSTMONITOR, PROCESSMONITOR):
+            for daemon in daemons:
                 if changed and host.daemon(daemon) is not None:
                     host.stop(daemon)
                 if host.daemon(daemon) is None:
@@ -177,32 +226,44 @@ class MasakariMonitorsOperator(BaseOperator):
         return changes
 
     def apply(self, app: AppContext) -> list[str]:
-        """The Keystone user, the config and a running masakari-hostmonitor on every unit
-        (idempotent).  Units on powered-off hosts are skipped, then :class:`HostDown` names them."""
+        """The Keystone user, the files and running monitors (idempotent).  Units on powered-off
+        hosts are skipped, then :class:`HostDown` names them."""
         id_app, id_op = self.identity(app)
         changes = list(id_op.ensure_service(id_app, USER, [])[1])
         return changes + apply_where_on(app, lambda up: self._converge(app, up))
 
     def recover(self, app: AppContext) -> list[str]:
-        """masakari-hostmonitor again on hosts that are on."""
+        """The monitors again on hosts that are on."""
         return self._converge(app, [u for u in app.units if u.host.is_on()])
 
     def observe(self, app: AppContext) -> AppStatus:
-        """Per unit: ``error`` host off, ``blocked`` the monitor is not running, else ``active``
-        with the last line of its log."""
+        """Per unit (compute host): ``error`` host off, ``blocked`` its processmonitor — or the
+        host monitor on a cluster node that is on — is not running, else ``active``.  Fact
+        ``hostmonitors``: {host: running | not running | off}."""
+        hostmonitors: dict[str, str] = {}
+        for u in self.hostmonitor_units(app):
+            try:
+                hostmonitors[u.host.name] = ("off" if not u.host.is_on() else
+                                             "running" if u.host.daemon(HOSTMONITOR) else "not running")
+            except HostError:
+                hostmonitors[u.host.name] = "off"
+        missing_hm = [h for h, st in hostmonitors.items() if st == "not running"]
         units = []
         for u in app.units:
             try:
                 if not u.host.is_on():
                     units.append(UnitStatus(u.name, WorkloadState.ERROR, f"host {u.host.name} is powered off"))
-                elif (missing := [m for m in (HOSTMONITOR, PROCESSMONITOR) if u.host.daemon(m) is None]):
-                    units.append(UnitStatus(u.name, WorkloadState.BLOCKED, f"{missing[0]} is not running: "
-                                            f"{log_tail(u.host, missing[0], 2)}"))
+                elif u.host.daemon(PROCESSMONITOR) is None:
+                    units.append(UnitStatus(u.name, WorkloadState.BLOCKED, f"{PROCESSMONITOR} is not running: "
+                                            f"{log_tail(u.host, PROCESSMONITOR, 2)}"))
+                elif missing_hm:
+                    units.append(UnitStatus(u.name, WorkloadState.BLOCKED,
+                                            f"masakari-hostmonitor is not running on {', '.join(missing_hm)}"))
                 else:
-                    units.append(UnitStatus(u.name, WorkloadState.ACTIVE,
-                                            "masakari-hostmonitor and masakari-processmonitor running"))
+                    units.append(UnitStatus(u.name, WorkloadState.ACTIVE, "masakari-processmonitor running; "
+                                            f"masakari-hostmonitor on {', '.join(sorted(hostmonitors))}"))
             except HostDown:
                 units.append(UnitStatus(u.name, WorkloadState.ERROR, f"host {u.host.name} is powered off"))
             except HostError as exc:
                 units.append(UnitStatus(u.name, WorkloadState.UNKNOWN, f"cannot observe: {exc}"))
-        return AppStatus(app=app.name, units=units, facts={})
+        return AppStatus(app=app.name, units=units, facts={"hostmonitors": hostmonitors})

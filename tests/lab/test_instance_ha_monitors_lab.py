@@ -67,8 +67,9 @@ def test_every_unit_active_and_every_compute_a_remote_node_with_its_fence_level(
     for h in computes:
         assert f'target="{h}" index="1" devices="fence-{h},nova-forcedown"' in res.stdout, res.stdout
     for u in ctx(d, "masakari-monitors").units:
-        for daemon in ("masakari-hostmonitor", "masakari-processmonitor"):
-            assert u.host.daemon(daemon) is not None, (u.host.name, daemon)
+        assert u.host.daemon("masakari-processmonitor") is not None, u.host.name
+    for u in ha.units:  # the host monitors read crm_mon where it is local: on the cluster nodes
+        assert u.host.daemon("masakari-hostmonitor") is not None, u.host.name
 
 
 def test_processmonitor_restarts_a_killed_nova_compute_as_the_daemon_stackha_tracks(d, computes):
@@ -157,7 +158,7 @@ def test_readmit_brings_the_repaired_host_back_into_nova_masakari_and_the_cluste
     _, hosts = segment(d)
     assert hosts[victim]["on_maintenance"] is False, hosts
     wait_for(lambda: remote_online(d, victim), 60, f"{victim} online as a remote node again")
-    assert d.host(victim).daemon("masakari-hostmonitor") is not None
+    assert d.host(victim).daemon("masakari-processmonitor") is not None
 
 
 def test_a_compute_cut_off_but_running_is_fenced_before_any_evacuation(d, computes, boot):

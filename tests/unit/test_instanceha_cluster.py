@@ -167,19 +167,34 @@ def test_fencing_topology_is_inserted_after_constraints_and_removed_with_the_las
 
 
 # ----------------------------------------------------------------------------- masakari-hostmonitor
-def test_hostmonitor_config_watches_remote_nodes_without_ipmi_with_the_tuning_timers():
+def test_hostmonitor_runs_on_the_cluster_nodes_and_watches_the_remote_nodes_without_ipmi():
+    """crm_mon is read where it is local (a CIB reply through pacemaker-remoted's proxy, in flight
+    to a compute host that lost power, hung pacemaker-controld on the lab)."""
     for tuning, interval in (("stackha", "2"), ("stock", "60")):
         c = cloud(tuning)
-        files = mm.MasakariMonitorsOperator().render(c["masakari-monitors"])
-        f = files["masakari-monitors/1"][mm.CONF]
+        op = mm.MasakariMonitorsOperator()
+        assert [u.host.name for u in op.hostmonitor_units(c["masakari-monitors"])] == ["t-c0", "t-c1", "t-c2"]
+        files = op.render_hostmonitors(c["masakari-monitors"])
+        f = files["hacluster/1"][mm.CONF]
         assert f.mode == 0o600
         cp = configparser.ConfigParser(interpolation=None)
         cp.read_string(f.content)
-        assert cp["host"]["pacemaker_node_type"] == "remote" and cp["host"]["restrict_to_remotes"] == "True"
+        assert cp["host"]["pacemaker_node_type"] == "cluster" and cp["host"]["restrict_to_remotes"] == "True"
+        assert cp["host"]["corosync_multicast_interfaces"] == "eth0" and cp["host"]["corosync_multicast_ports"] == "5405"
         assert cp["host"]["disable_ipmi_check"] == "True" and cp["host"]["monitoring_interval"] == interval
         assert cp["api"]["username"] == mm.USER and cp["api"]["auth_url"] == "http://198.18.42.250:5000/v3"
         assert cp["api"]["password"] == c["keystone"].secrets.get(f"service-{mm.USER}")
         assert cp["masakarimonitors_privileged"]["helper_command"].startswith("privsep-helper ")
+
+
+def test_without_a_cluster_the_hostmonitor_runs_on_the_compute_hosts_as_remote_nodes():
+    c = cloud()
+    c["nova-compute"].related.pop("pacemaker-remote")
+    op = mm.MasakariMonitorsOperator()
+    assert [u.name for u in op.hostmonitor_units(c["masakari-monitors"])] == [f"masakari-monitors/{i}" for i in range(3)]
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read_string(op.render_hostmonitors(c["masakari-monitors"])["masakari-monitors/0"][mm.CONF].content)
+    assert cp["host"]["pacemaker_node_type"] == "remote" and "corosync_multicast_interfaces" not in cp["host"]
 
 
 def test_hostmonitor_without_keystone_names_the_relation():
