@@ -10,12 +10,13 @@ Every host monitor posts one; Masakari keeps the first and answers 409 to the ot
 **Where the host monitor runs**: on the nodes of the Pacemaker cluster whose remote nodes are the
 compute hosts (``pacemaker_node_type = cluster``; its corosync heartbeat checked with tcpdump on
 knet's port), not on the compute hosts.  On a compute host, crm_mon reaches the CIB through
-pacemaker-remoted's proxy, so every read sends the whole CIB over that host's TLS connection; when
-the host lost power with such a reply in flight, the cluster node holding its connection hung —
-pacemaker-controld stopped answering, pacemakerd killed it after 34 s — and the fence came 57 s
-after the power-off, or, once, never (the lab, 2 of 7 power-offs with a monitor every 2 s on
-each compute host).  With the monitors on the cluster nodes crm_mon is local and the remote
-connections carry only Pacemaker's own traffic.  Compute hosts in no cluster stackha knows get
+pacemaker-remoted's proxy, so every read sends the whole CIB over that host's TLS connection.
+With the monitors there (every 2 s on each compute host), 2 of 7 lab power-offs hung the cluster
+node holding the lost host's connection — pacemaker-controld stopped answering, pacemakerd killed
+it after 34 s — and the fence came 57 s after the power-off, or, once, never.  A CIB reply in
+flight to the dead host is the likely trigger (not proven); on the cluster nodes crm_mon is local,
+the remote connections carry only Pacemaker's own traffic, and the hang has not recurred since
+(tests/lab/test_instance_ha_monitors_lab.py, ``stackha verify``).  Compute hosts in no cluster stackha knows get
 the host monitor themselves (``pacemaker_node_type = remote``).
 
 Settings, and why (the hostmonitor's own code, masakarimonitors/hostmonitor/host_handler):
