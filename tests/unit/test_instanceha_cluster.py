@@ -311,8 +311,11 @@ def test_agent_fails_for_an_unknown_host_a_missing_plug_and_an_unreachable_keyst
     cfg = json.loads(fake_cloud.read_text())
     cfg["auth"]["auth_url"] = "http://127.0.0.1:9/v3"
     bad.write_text(json.dumps(cfg))
-    assert run_agent(bad, "action=monitor") == fence_nova.EXIT_FAIL
+    assert run_agent(bad, "action=off\nport=t-n1") == fence_nova.EXIT_FAIL
     assert not any(c[0] == "PUT" for c in FakeCloud.calls)
+    # the monitor is local: an unreachable Keystone does not stop the device, a missing file does
+    assert run_agent(bad, "action=monitor") == fence_nova.EXIT_OK
+    assert run_agent(tmp_path / "missing.json", "action=monitor") == fence_nova.EXIT_FAIL
 
 
 def test_agent_metadata_declares_the_actions_pacemaker_needs(capsys):
