@@ -107,6 +107,8 @@ def runner(kind: str) -> Callable:
                 rep.fault = f"power off {victim}"
             if recovery.monitored(d, victim):  # nobody tells: the cluster fences, a host monitor notifies
                 facts["detected_by"] = "pacemaker + masakari-hostmonitor"
+                if kind != "partition":
+                    host.power_off()  # the fault itself (told, host_failed's fence does it)
                 fail = detected(d, victim, t_fault)
             else:
                 facts["detected_by"] = "told (stackha instance-ha host-down)"

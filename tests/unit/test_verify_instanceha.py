@@ -116,6 +116,10 @@ def test_a_monitored_host_is_only_faulted_and_the_cloud_records_are_the_evidence
     monkeypatch.setattr(recovery, "host_failed", lambda *a, **k: pytest.fail("stackha was told"))
     seen = []
 
+    lab["powered_off"] = []
+    host = lab["hosts"]["c1"]
+    host.power_off = lambda: (lab["powered_off"].append("c1"), setattr(host, "on", False))
+
     def detection(d, name, since):
         seen.append(name)
         if len(seen) < 2:  # the cluster has not fenced yet
@@ -130,6 +134,8 @@ def test_a_monitored_host_is_only_faulted_and_the_cloud_records_are_the_evidence
     assert rep.verdict == "ok", rep.error
     facts = rep.extra["facts"]
     assert facts["detected_by"].startswith("pacemaker") and facts["notification"] == "hm"
+    # the fault really happened: powered off, or cut off (and powered off by the cluster's fence)
+    assert lab["powered_off"] == (["c1"] if kind == "poweroff" else [])
     assert facts["fenced_s"] == pytest.approx(3.3, abs=0.01) and facts["forced_down_s"] == pytest.approx(3.8, abs=0.01)
     assert len(seen) >= 2
 
