@@ -113,9 +113,8 @@ def runner(kind: str) -> Callable:
             else:
                 facts["detected_by"] = "told (stackha instance-ha host-down)"
                 fail = recovery.host_failed(d, victim)  # the fence: power off (also for a cut-off host)
-            fence_done = fail.started_at + (fail.fenced_s or 0.0)
-            say(f"fenced at {fail.fenced_s:.2f} s, forced down at {fail.forced_down_s:.1f} s, "
-                f"notification {fail.notification} at {fail.notified_s:.1f} s (after the fault or the fence)")
+            say(f"notification {fail.notification} at {fail.notified_s:.1f} s after the "
+                f"{'fault' if facts['detected_by'].startswith('pacemaker') else 'fence'}")
             if kind in ("engine-kill", "controller-poweroff"):
                 facts.update(kill_engine(d, fail, t_fault, say, power_off=kind == "controller-poweroff"))
             with ThreadPoolExecutor(1) as pool:  # stackha follows (and re-runs) while Nova is polled
@@ -123,12 +122,20 @@ def runner(kind: str) -> Callable:
                 ev = recovery.wait_evacuated(d, fail, ids, deadline_s=DEADLINE_S)
                 note = followed.result()
             facts.update(notifications=note.notifications, reruns=note.reruns)
+            if facts["detected_by"].startswith("pacemaker"):  # the fence, from the cloud's records
+                det = recovery.detection(d, victim, t_fault)
+                fail.fenced_s = None if det.power_off_at is None else det.power_off_at - t_fault
+                fail.forced_down_s = None if det.forced_down_at is None else det.forced_down_at - t_fault
+                if fail.fenced_s is None or fail.forced_down_s is None:
+                    problems.append(f"no evidence of the fence: power fence {det.power_off_at}, force-down {det.forced_down_at}")
+            fence_done = fail.started_at + (fail.fenced_s or 0.0)
             rep.extra = {"facts": facts, "t_fault": t_fault}  # kept if what follows raises
             facts.update(all_active_s=None if ev.done_s is None else round(fail.started_at + ev.done_s - t_fault, 2),
                          notification_status=note.status)
             starts = recovery.evacuation_starts(d, ids)
             first = min((t for ts in starts.values() for t in ts), default=None)
-            facts.update(fenced_s=round(fence_done - t_fault, 3), forced_down_s=round(fail.started_at + fail.forced_down_s - t_fault, 2),
+            facts.update(fenced_s=None if fail.fenced_s is None else round(fence_done - t_fault, 3),
+                         forced_down_s=None if fail.forced_down_s is None else round(fail.started_at + fail.forced_down_s - t_fault, 2),
                          notified_s=round(fail.started_at + fail.notified_s - t_fault, 2),
                          first_evacuate_s=None if first is None else round(first - t_fault, 2),
                          per_server_s={i: round(fail.started_at + v - t_fault, 2) for i, v in ev.active_s.items()},
@@ -181,29 +188,22 @@ def runner(kind: str) -> Callable:
 
 
 def detected(d, victim: str, t_fault: float, deadline_s: float = 90.0):
-    """Wait (polling every 1 s, up to ``deadline_s`` s) until the cluster has fenced ``victim``
-    (the lab's power fence and fence_stackha_nova's force-down recorded) and Masakari has a
-    notification for it; a :class:`~stackha.instanceha.recovery.HostFailure` with those times
-    counted from ``t_fault``.  Raises :class:`UserError` naming what is missing (no evidence)."""
+    """Wait (polling Masakari every 0.5 s, up to ``deadline_s`` s) until a host monitor's
+    notification for ``victim`` arrived; a :class:`~stackha.instanceha.recovery.HostFailure` with
+    its time counted from ``t_fault`` — the fence's times are read after the recovery
+    (:func:`stackha.instanceha.recovery.detection`), so an engine can be killed while it runs the
+    notification.  Raises :class:`UserError` when none came (no evidence)."""
     from stackha.instanceha import recovery
     from stackha.polling import WaitTimeout, wait_until
 
-    last: list = [None]
-
-    def seen():
-        last[0] = det = recovery.detection(d, victim, t_fault)
-        return det if det.notifications and det.forced_down_at and det.power_off_at else None
-
     try:
-        det = wait_until(seen, deadline_s, 1.0, what=f"the cluster to fence {victim} and Masakari to be notified")
+        found = wait_until(lambda: recovery._api(d, "host_notifications", host=victim, since=t_fault) or None,
+                           deadline_s, 0.5, what=f"a notification for {victim}")
     except WaitTimeout:
-        det = last[0]
-        raise UserError(f"no evidence within {deadline_s:.0f} s: power fence {det and det.power_off_at}, force-down "
-                        f"{det and det.forced_down_at}, notifications {det and len(det.notifications)}") from None
-    first = det.notifications[0]
-    return recovery.HostFailure(host=victim, fenced_s=det.power_off_at - t_fault,
-                                forced_down_s=det.forced_down_at - t_fault, notified_s=first["created_at"] - t_fault,
-                                notification=first["uuid"], started_at=t_fault)
+        raise UserError(f"no evidence within {deadline_s:.0f} s: Masakari got no notification for {victim}") from None
+    first = found[0]
+    return recovery.HostFailure(host=victim, fenced_s=None, forced_down_s=None,
+                                notified_s=first["created_at"] - t_fault, notification=first["uuid"], started_at=t_fault)
 
 
 def kill_engine(d, fail, t_fault: float, say, deadline_s: float = 20.0, power_off: bool = False) -> dict:

@@ -26,6 +26,9 @@ class Host:
     def partition(self):
         self.cut = True
 
+    def power_off(self):
+        self.on = False
+
     def heal(self):
         self.cut = False
 
@@ -118,17 +121,25 @@ def test_a_monitored_host_is_only_faulted_and_the_cloud_records_are_the_evidence
 
     lab["powered_off"] = []
     host = lab["hosts"]["c1"]
-    host.power_off = lambda: (lab["powered_off"].append("c1"), setattr(host, "on", False))
+    host.power_off = lambda: (lab["powered_off"].append("c1"), setattr(host, "on", False))  # recorded
+
+    api = recovery._api
+
+    def notifications(d, action, **payload):
+        if action != "host_notifications":
+            return api(d, action, **payload)
+        seen.append(payload["host"])
+        if len(seen) < 2:  # the host monitor has not reported yet
+            return []
+        return [{"uuid": "hm", "created_at": payload["since"] + 4.5}]
 
     def detection(d, name, since):
-        seen.append(name)
-        if len(seen) < 2:  # the cluster has not fenced yet
-            return recovery.Detection(host=name)
         lab["fenced_at"] = since + 3.3
         lab["hosts"][name].on = False
         return recovery.Detection(host=name, fence_completed_at=since + 4.0, power_off_at=since + 3.3,
                                   forced_down_at=since + 3.8, notifications=[{"uuid": "hm", "created_at": since + 4.5}])
 
+    monkeypatch.setattr(recovery, "_api", notifications)
     monkeypatch.setattr(recovery, "detection", detection)
     rep = run(kind, tmp_path)
     assert rep.verdict == "ok", rep.error
@@ -140,12 +151,22 @@ def test_a_monitored_host_is_only_faulted_and_the_cloud_records_are_the_evidence
     assert len(seen) >= 2
 
 
-def test_a_monitored_host_nobody_fenced_is_no_evidence(lab, tmp_path, monkeypatch):
+def test_a_monitored_host_nobody_reported_is_no_evidence(lab, tmp_path, monkeypatch):
     lab["monitored"] = True
     monkeypatch.setattr(instanceha, "detected", lambda d, v, t, deadline_s=90.0: (_ for _ in ()).throw(
-        UserError("no evidence within 90 s: power fence None, force-down None, notifications 0")))
+        UserError("no evidence within 90 s: Masakari got no notification for c1")))
     rep = run("partition", tmp_path)
     assert rep.verdict == "problems" and "no evidence" in rep.error
+
+
+def test_a_monitored_host_recovered_without_a_recorded_fence_fails_the_run(lab, tmp_path, monkeypatch):
+    lab["monitored"] = True
+    monkeypatch.setattr(instanceha, "detected", lambda d, v, t, deadline_s=90.0: recovery.HostFailure(
+        host=v, fenced_s=None, forced_down_s=None, notified_s=4.0, notification="hm", started_at=t))
+    monkeypatch.setattr(recovery, "detection", lambda d, name, since: recovery.Detection(host=name))
+    lab["fenced_at"] = time.time()
+    rep = run("poweroff", tmp_path)
+    assert rep.verdict == "problems" and "no evidence of the fence" in rep.error
 
 
 def test_an_evacuation_before_the_fence_fails_the_run(lab, tmp_path):
