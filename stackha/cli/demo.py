@@ -4,7 +4,7 @@ Deploys examples/lab-cloud.yaml with the instance HA overlays examples/lab-insta
 examples/lab-instance-ha-monitors.yaml on a lab (3 controllers with Galera, RabbitMQ, Keystone,
 Glance, Placement, Nova, Neutron, Swift proxy, Masakari and a Pacemaker cluster; 2 load balancers
 with HAProxy and a keepalived VIP; 3 Swift storage zones; 3 compute hosts — Pacemaker Remote nodes
-with masakari-hostmonitor — in one failover segment, one of them reserved), uses it with the real
+with masakari-processmonitor; masakari-hostmonitor on the controllers — in one failover segment, one of them reserved), uses it with the real
 OpenStack client from the lab's client host, then proves the HA claims one fault at a time — the
 Galera writer's controller powered off, the load balancer holding the VIP powered off, then a
 compute host running HA_Enabled servers powered off and nobody told: Pacemaker fences it (power,
@@ -140,7 +140,7 @@ def _instance_ha(d, t) -> None:
     _servers_table(d, ids, f"{HA_SERVERS} servers with HA_Enabled=True, booted on {victim}")
     if recovery.monitored(d, victim):
         # Nobody tells anyone: Pacemaker loses the remote node, fences it (power, then Nova
-        # force-down), a masakari-hostmonitor on another compute host notifies Masakari.
+        # force-down), a masakari-hostmonitor on a controller notifies Masakari.
         fail = recovery.HostFailure(host=victim, fenced_s=None, forced_down_s=None, notified_s=None,
                                     notification=None, started_at=time.time())
         d.host(victim).power_off()

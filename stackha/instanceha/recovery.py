@@ -19,8 +19,9 @@ in LAB-NOTES ("OpenStack services": force down first, then disable, then evacuat
 That is the path when stackha is *told* a host failed (``stackha instance-ha host-down``, the
 verify scenarios).  With the compute hosts in a Pacemaker cluster (examples/lab-instance-ha-
 monitors.yaml) nobody has to tell: the cluster fences the host (level: power, then
-``fence_stackha_nova``'s force-down), masakari-hostmonitor on the other compute hosts notifies
-Masakari, and the engine waits until Nova reports the host down before it disables and evacuates.
+``fence_stackha_nova``'s force-down), masakari-hostmonitor on the cluster nodes notifies
+Masakari, and the engine waits until Nova reports the host forced down before it disables and
+evacuates.
 :func:`detection` gathers the evidence of that path (fence times, the notification).
 
 :func:`readmit` is the way back (seed 004): the compute service enabled, forced_down cleared,

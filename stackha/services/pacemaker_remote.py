@@ -6,8 +6,8 @@ Seed 004 wires ``nova-compute:juju-info`` ↔ ``pacemaker-remote:juju-info`` and
 not vote in Corosync (a cluster of dozens of compute hosts would otherwise lose quorum easily),
 it is watched through its connection resource (``ocf:pacemaker:remote``, on a cluster node) and,
 when that connection is lost, fenced by the cluster's STONITH (its ``fence-<host>`` device, then
-the force-down device: :mod:`stackha.services.pacemaker`).  masakari-hostmonitor on the compute
-hosts reads the remote nodes' states from ``crm_mon -X`` (:mod:`stackha.services.masakari_monitors`).
+the force-down device: :mod:`stackha.services.pacemaker`).  masakari-hostmonitor on the cluster
+nodes reads the remote nodes' states from ``crm_mon -X`` (:mod:`stackha.services.masakari_monitors`).
 
 This operator runs the daemon; the hacluster operator owns everything in the CIB.
 
