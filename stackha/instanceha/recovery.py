@@ -365,6 +365,7 @@ def detection(d, name: str, since: float) -> Detection:
     """What the cluster and Masakari did about compute host ``name`` since ``since`` (s since the
     epoch): see :class:`Detection`.  Reads crm_mon and the force-down log on the powered-on
     cluster nodes, the lab's fence history, and Masakari through the VIP."""
+    from stackha.hosts.base import HostError
     from stackha.services import pacemaker as pcmk
 
     host = compute_host(d, name)
@@ -372,14 +373,14 @@ def detection(d, name: str, since: float) -> Detection:
     for c in d.contexts().values():
         if c.kind != pcmk.KIND or not any(r.name == name for r in pcmk.remote_nodes(c)):
             continue
-        view = pcmk.HAClusterOperator()._best_view(c)
+        view = pcmk.HAClusterOperator().best_view(c)
         done = [_iso(e.completed) for e in (view.fence_history if view else [])
                 if e.target == name and e.action == "off" and e.status == "success" and e.completed]
         out.fence_completed_at = min((t for t in done if t >= since - 1), default=None)
         for u in c.units:
             try:
                 raw = u.host.read_file(pcmk.NOVA_FENCE_LOG) if u.host.is_on() else None
-            except Exception:  # a node that is off or unreachable has nothing to tell
+            except HostError:  # a node that is off or unreachable has nothing to tell
                 raw = None
             for line in (raw or b"").decode(errors="replace").splitlines():
                 rec = json.loads(line)

@@ -1018,7 +1018,7 @@ class HAClusterOperator(BaseOperator):
         changes = self._converge(app, self.render(app), up, tolerate_minority=True)
         if 2 * len(up) <= len(app.units):
             return changes
-        view = self._best_view(app)
+        view = self.best_view(app)
         if view is not None and view.quorum:
             for rid in self._stopped_resources(app, view):
                 leader = self._cib_unit(app, up)
@@ -1068,7 +1068,7 @@ class HAClusterOperator(BaseOperator):
         self._wait(lambda: self._all_online(app, up, names), START_TIMEOUT_S,
                    f"{app.name}: nodes {', '.join(names)} not all online", up[0], PACEMAKER_DAEMON)
         leader = self._cib_unit(app, up)
-        before = self._best_view(app)
+        before = self.best_view(app)
         if force_down_device(app) is not None:  # its Keystone user, before the device may run
             id_app, id_op = force_down_identity(app)
             changes += id_op.ensure_service(id_app, FORCE_DOWN_USER, [])[1]
@@ -1199,7 +1199,7 @@ class HAClusterOperator(BaseOperator):
         return True
 
     def _settled(self, app: AppContext) -> bool | str:
-        view = self._best_view(app)
+        view = self.best_view(app)
         if view is None:
             return "no cluster view"
         if not view.quorum:
@@ -1238,7 +1238,9 @@ class HAClusterOperator(BaseOperator):
         except ValueError:
             return None
 
-    def _best_view(self, app: AppContext) -> ClusterView | None:
+    def best_view(self, app: AppContext) -> ClusterView | None:
+        """The cluster's view from a quorate partition with a DC when one answers, else any
+        partition's, else None (crm_mon on every node that is on, in parallel)."""
         views = [v for v in self._views(app).values() if v is not None]
         quorate = [v for v in views if v.quorum and v.dc]
         return (quorate or views or [None])[0]

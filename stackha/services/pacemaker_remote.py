@@ -112,7 +112,7 @@ class PacemakerRemoteOperator(BaseOperator):
         has not connected (or has no quorate view); ``active`` online as a remote node.  Fact
         ``node``: the node's state in the cluster's view."""
         cluster = self.cluster(app)
-        view = pcmk.HAClusterOperator()._best_view(cluster)
+        view = pcmk.HAClusterOperator().best_view(cluster)
         units = [self._unit(u, view) for u in app.units]
         return AppStatus(app=app.name, units=units, facts={"cluster": cluster.name})
 

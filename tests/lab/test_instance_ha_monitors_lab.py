@@ -47,7 +47,7 @@ def cloud(tmp_path_factory):
 def cluster_view(d):
     from stackha.services import pacemaker as pcmk
 
-    return pcmk.HAClusterOperator()._best_view(ctx(d, "hacluster"))
+    return pcmk.HAClusterOperator().best_view(ctx(d, "hacluster"))
 
 
 def remote_online(d, host: str) -> bool:
